@@ -30,7 +30,12 @@ from pds_jax.image_sources import (DatasetError, FolderSource, fashion_mnist_sou
                                    preprocess)
 
 LOCAL_DATASETS = ("folder", "arrays", "fashion_mnist_local")
-TFDS_SHUFFLE_BUFFER = 10_000
+TFDS_SHUFFLE_BUFFER = 10_000  # score_sde's, for small images
+
+
+def shuffle_buffer_size(image_size: int, channels: int, budget_bytes: int = 1 << 30) -> int:
+    """score_sde's 10 000-image tfds shuffle buffer, cut to ~1 GiB of images at large sizes."""
+    return int(np.clip(budget_bytes // (image_size * image_size * channels), 100, TFDS_SHUFFLE_BUFFER))
 
 __all__ = ["DatasetError", "get_dataset", "get_data_scaler", "get_data_inverse_scaler",
            "open_local_source", "tfds_builder"]
@@ -118,7 +123,8 @@ def _tfds_image_key(builder, split: str) -> str:
 
 
 def _tfds_raw_batches(builder, key: str, split: str, batch_size: int, shuffle: bool, seed: int,
-                      num_images: Optional[int], num_epochs: Optional[int]) -> Iterator[List[np.ndarray]]:
+                      num_images: Optional[int], num_epochs: Optional[int],
+                      buffer_size: int) -> Iterator[List[np.ndarray]]:
     """Raw uint8 images of a prepared tfds dataset, grouped per epoch in lists of `batch_size`."""
     import tensorflow as tf
     import tensorflow_datasets as tfds
@@ -126,12 +132,17 @@ def _tfds_raw_batches(builder, key: str, split: str, batch_size: int, shuffle: b
     options = tf.data.Options()
     options.deterministic = True
     read_config = tfds.ReadConfig(shuffle_seed=seed, options=options)
-    ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
-    ds = ds.map(lambda ex: ex[key], num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # Shuffle the encoded images and decode only those taken: a buffer of decoded
+    # 1024² images would need tens of GB (score_sde lowers its buffer by hand there).
+    ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config,
+                            decoders={key: tfds.decode.SkipDecoding()})
+    ds = ds.map(lambda ex: ex[key])
     if shuffle:  # seeded; with num_images the subset (and its order) stays the same each epoch
-        ds = ds.shuffle(TFDS_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=num_images is None)
+        ds = ds.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=num_images is None)
     if num_images is not None:
         ds = ds.take(num_images)
+    feature = builder.info.features[key]
+    ds = ds.map(feature.decode_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     epoch = 0
     while num_epochs is None or epoch < num_epochs:
@@ -207,7 +218,8 @@ def get_dataset(config, split: Optional[str] = None, batch_size: int = 50, shuff
         builder = tfds_builder(data.dataset, data.get("tfds_data_dir", ""))  # fails fast, here
         key = _tfds_image_key(builder, split)
         raw = ((chunk, ()) for chunk in
-               _tfds_raw_batches(builder, key, split, batch_size, shuffle, seed, num_images, num_epochs))
+               _tfds_raw_batches(builder, key, split, batch_size, shuffle, seed, num_images, num_epochs,
+                                 shuffle_buffer_size(size, channels)))
     flip = train and bool(data.get("random_flip", False))
     dequantize = train and bool(data.get("uniform_dequantization", False))
     return _batches(raw, size, channels, get_data_scaler(config), batch_size, drop_remainder, flip,

@@ -156,15 +156,25 @@ class FilterStats:
 def _partial_sums_fn(mesh):
     """jit(shard_map): each device sums |rfft2 x|² and x² over its rows of the batch.
 
-    Returns (n_dev, H, W//2+1, C) and (n_dev, H, W, C) float32, still sharded; the host
+    Returns (n_dev, C, H, W//2+1) and (n_dev, H, W, C) float32, still sharded; the host
     adds the device rows in float64. The half spectrum suffices: x is real, so
-    |F x|²[k] = |F x|²[−k] (`_full_spectrum`).
+    |F x|²[k] = |F x|²[−k] (`_full_spectrum`). A `lax.scan` over the device's images,
+    each FFT'd channel-first, beats one batched FFT over NHWC by 4–8x on CPU (cache
+    locality) and never holds a batch-sized complex array (1024² images).
     """
     def per_device(x, mask):
-        x = x * mask[:, None, None, None]  # padded rows contribute exactly 0
-        spectrum = jnp.fft.rfft2(x, axes=(1, 2))
-        power = jnp.sum(jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2, axis=0)
-        return power[None], jnp.sum(x * x, axis=0)[None]
+        _, H, W, C = x.shape
+
+        def add_image(sums, image_and_weight):
+            image, weight = image_and_weight  # weight 0 for padded rows: not counted
+            spectrum = jnp.fft.rfft2(jnp.transpose(image, (2, 0, 1)))
+            power = jnp.real(spectrum) ** 2 + jnp.imag(spectrum) ** 2
+            return (sums[0] + weight * power, sums[1] + weight * image * image), None
+
+        zeros = (jnp.zeros((C, H, W // 2 + 1), jnp.float32), jnp.zeros((H, W, C), jnp.float32))
+        zeros = jax.lax.pcast(zeros, sharding.DATA_AXIS, to="varying")  # per-device sums
+        (power, sq), _ = jax.lax.scan(add_image, zeros, (x, mask))
+        return power[None], sq[None]
 
     spec = PartitionSpec(sharding.DATA_AXIS)
     return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(spec, spec), out_specs=(spec, spec)))
@@ -205,16 +215,15 @@ def estimate(batches: Iterable[np.ndarray], image_size: int, channels: int,
     n_dev = mesh.devices.size
     fn = _partial_sums_fn(mesh)
     shape = (int(image_size), int(image_size), int(channels))
-    half = shape[1] // 2 + 1
-    sum_half = np.zeros((shape[0], half, shape[2]))
+    sum_half = np.zeros((shape[2], shape[0], shape[1] // 2 + 1))  # channel-first, as computed
     sum_sq = np.zeros(shape)
     count, padded_size, pending = 0, 0, None
 
     def collect(result):
         nonlocal sum_half, sum_sq
         power, sq = jax.device_get(result)
-        sum_half += np.asarray(power, np.float64).sum(axis=0)
-        sum_sq += np.asarray(sq, np.float64).sum(axis=0)
+        sum_half += np.sum(power, axis=0, dtype=np.float64)
+        sum_sq += np.sum(sq, axis=0, dtype=np.float64)
 
     bar = tqdm(total=num_images, unit="img", desc="filter statistics", disable=not progress)
     try:
@@ -246,7 +255,7 @@ def estimate(batches: Iterable[np.ndarray], image_size: int, channels: int,
     if num_images is not None and count < num_images:
         warnings.warn(f"asked for {num_images} images but the data ran out after {count}; the "
                       f"statistics use {count}", RuntimeWarning, stacklevel=2)
-    sum_power = _full_spectrum(sum_half, shape[1])
+    sum_power = _full_spectrum(np.moveaxis(sum_half, 0, -1), shape[1])
     if not (np.all(np.isfinite(sum_power)) and np.all(np.isfinite(sum_sq))):
         raise ValueError("non-finite filter statistics: the images contain NaN or Inf")
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

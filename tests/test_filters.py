@@ -117,19 +117,27 @@ _DEVICE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run_on_host_devices(n_dev, tmp_path):
-    out = str(tmp_path / f"stats_{n_dev}.npz")
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_dev}",
-               JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT, str(n_dev), out], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with np.load(out) as z:
-        return dict(z)
+def _run_on_host_devices(counts, tmp_path):
+    """Run _DEVICE_SCRIPT in one subprocess per host-device count (concurrently)."""
+    procs = {}
+    for n_dev in counts:
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_dev}",
+                   JAX_PLATFORMS="cpu", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        out = str(tmp_path / f"stats_{n_dev}.npz")
+        procs[n_dev] = (out, subprocess.Popen([sys.executable, "-c", _DEVICE_SCRIPT, str(n_dev), out], env=env,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = {}
+    for n_dev, (out, proc) in procs.items():
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err[-3000:]
+        with np.load(out) as z:
+            results[n_dev] = dict(z)
+    return results
 
 
 def test_one_and_eight_host_devices_agree(tmp_path):
-    one, eight = _run_on_host_devices(1, tmp_path), _run_on_host_devices(8, tmp_path)
+    runs = _run_on_host_devices((1, 8), tmp_path)
+    one, eight = runs[1], runs[8]
     x = np.random.default_rng(0).random((37, 16, 16, 3)).astype(np.float32)
     R, A = reference(x)
     for bs in (1, 7, 64):
