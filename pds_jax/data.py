@@ -38,7 +38,7 @@ def shuffle_buffer_size(image_size: int, channels: int, budget_bytes: int = 1 <<
     return int(np.clip(budget_bytes // (image_size * image_size * channels), 100, TFDS_SHUFFLE_BUFFER))
 
 __all__ = ["DatasetError", "get_dataset", "get_data_scaler", "get_data_inverse_scaler",
-           "open_local_source", "tfds_builder"]
+           "open_local_source", "preprocess_source", "finish_batch", "tfds_builder"]
 
 
 def get_data_scaler(config) -> Callable:
@@ -220,20 +220,30 @@ def get_dataset(config, split: Optional[str] = None, batch_size: int = 50, shuff
         raw = ((chunk, ()) for chunk in
                _tfds_raw_batches(builder, key, split, batch_size, shuffle, seed, num_images, num_epochs,
                                  shuffle_buffer_size(size, channels)))
-    flip = train and bool(data.get("random_flip", False))
-    dequantize = train and bool(data.get("uniform_dequantization", False))
-    return _batches(raw, size, channels, get_data_scaler(config), batch_size, drop_remainder, flip,
-                    dequantize, np.random.default_rng([seed, 1]))
+    return _batches(raw, config, batch_size, drop_remainder, train, np.random.default_rng([seed, 1]))
 
 
-def _batches(raw, size, channels, scaler, batch_size, drop_remainder, flip, dequantize, rng):
+def preprocess_source(source, indices, config) -> np.ndarray:
+    """Images `indices` of a local source, preprocessed to [0, 1] float32 NHWC."""
+    return preprocess(source.read(indices), int(config.data.image_size), int(config.data.num_channels),
+                      source.names(indices))
+
+
+def finish_batch(x: np.ndarray, config, rng: np.random.Generator, train: bool) -> np.ndarray:
+    """Training augmentations (when `train`) and the data scaler, on a [0, 1] batch."""
+    data = config.data
+    if train and data.get("random_flip", False):  # left-right, as tf.image.random_flip_left_right
+        mask = rng.random(x.shape[0]) < 0.5
+        x[mask] = x[mask, :, ::-1]
+    if train and data.get("uniform_dequantization", False):  # score_sde: (u + 255 x) / 256
+        x = (rng.random(x.shape, dtype=np.float32) + x * 255.0) / 256.0
+    return np.asarray(get_data_scaler(config)(x), dtype=np.float32)
+
+
+def _batches(raw, config, batch_size, drop_remainder, train, rng):
+    size, channels = int(config.data.image_size), int(config.data.num_channels)
     for images, names in raw:
         x = preprocess(images, size, channels, names)
         if drop_remainder and x.shape[0] < batch_size:
             continue
-        if flip:  # left-right, as tf.image.random_flip_left_right
-            mask = rng.random(x.shape[0]) < 0.5
-            x[mask] = x[mask, :, ::-1]
-        if dequantize:  # score_sde: (u + 255 x) / 256 with u ~ U[0, 1)
-            x = (rng.random(x.shape, dtype=np.float32) + x * 255.0) / 256.0
-        yield np.asarray(scaler(x), dtype=np.float32)
+        yield finish_batch(x, config, rng, train)

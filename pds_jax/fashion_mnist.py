@@ -56,16 +56,23 @@ def read_idx(path: str) -> np.ndarray:
 
 
 def find_data_dir(data_dir: Optional[str] = None) -> str:
-    """The folder holding the IDX files: `data_dir`, $PDS_JAX_FASHION_MNIST_DIR or Debian's."""
-    candidates = [d for d in (data_dir, os.environ.get(ENV_VAR), DEBIAN_DIR) if d]
+    """The folder holding the IDX files: `data_dir` (strict), else $PDS_JAX_FASHION_MNIST_DIR or Debian's."""
+    names = FILES["train"] + FILES["test"]
+    has_all = lambda d: all(os.path.exists(os.path.join(d, f)) for f in names)
+    if data_dir:  # an explicit folder must hold the files: never fall back silently
+        if has_all(data_dir):
+            return data_dir
+        raise FileNotFoundError(
+            f"{data_dir} does not hold the Fashion-MNIST IDX files ({', '.join(names)}); point the "
+            f"folder at them, or leave it empty to use {ENV_VAR} or {DEBIAN_DIR}")
+    candidates = [d for d in (os.environ.get(ENV_VAR), DEBIAN_DIR) if d]
     for d in candidates:
-        if all(os.path.exists(os.path.join(d, f)) for f in FILES["train"] + FILES["test"]):
+        if has_all(d):
             return d
     raise FileNotFoundError(
         "Fashion-MNIST IDX files not found (looked in: " + ", ".join(candidates) + "). "
         "Install them with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put "
-        f"{', '.join(FILES['train'] + FILES['test'])} in a folder and set {ENV_VAR} "
-        "(or config.data.folder) to it.")
+        f"{', '.join(names)} in a folder and set {ENV_VAR} (or config.data.folder) to it.")
 
 
 def load(split: str = "train", data_dir: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
