@@ -1,0 +1,30 @@
+"""score_sde's CIFAR-10 defaults (32×32, VE σ_max = 50, N = 1000)."""
+
+from configs.common import get_common_config
+
+
+def get_default_configs():
+    config = get_common_config()
+    config.training.batch_size = 128
+    config.training.n_iters = 1300001
+    config.training.snapshot_freq_for_preemption = 10000
+
+    config.sampling.snr = 0.16
+    config.sampling.batch_size = 64
+    config.sampling.num_samples = 64
+
+    evaluate = config.eval
+    evaluate.begin_ckpt = 9
+    evaluate.end_ckpt = 26
+    evaluate.batch_size = 1024
+    evaluate.enable_sampling = False
+
+    data = config.data
+    data.dataset = 'CIFAR10'
+    data.image_size = 32
+
+    model = config.model
+    model.sigma_max = 50.
+    model.num_scales = 1000
+    model.dropout = 0.1
+    return config

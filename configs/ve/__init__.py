@@ -1,0 +1,1 @@
+"""VE-SDE (SMLD / NCSN++) experiment configs of score_sde."""

@@ -1,0 +1,1 @@
+"""VP-SDE (DDPM / DDPM++) experiment configs of score_sde."""
