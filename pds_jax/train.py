@@ -102,7 +102,8 @@ def init_state(config, optimizer) -> TrainState:
     rng = jax.random.PRNGKey(config.seed)
     rng, init_rng = jax.random.split(rng)
     params = models.init_params(config, init_rng)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, params_ema=params,
+    # A separate copy: the train step donates the state, and a buffer cannot be donated twice.
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, params_ema=jax.tree.map(jnp.copy, params),
                       opt_state=optimizer.init(params), rng=rng)
 
 

@@ -9,9 +9,9 @@
 from .ncsnpp import NCSNpp
 from .registry import (create_model, example_inputs, init_params, param_shapes, register_model,
                        registered_models)
-from .utils import get_model_fn, get_score_fn
+from .utils import ScoreFunction, get_model_fn, get_score_fn
 
 __all__ = [
     "NCSNpp", "create_model", "example_inputs", "init_params", "param_shapes", "register_model",
-    "registered_models", "get_model_fn", "get_score_fn",
+    "registered_models", "ScoreFunction", "get_model_fn", "get_score_fn",
 ]
