@@ -26,6 +26,7 @@ update), so the result does not depend on the batch size or the number of device
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Tuple, Union
 
@@ -303,7 +304,24 @@ def iterate_features(images: Images, feature_fn: Callable, batch_size: int = 250
         images.shape[0] if hasattr(images, "shape") else None)
     first_shape = None
     done = 0
+
+    def finish(device_out, n):  # pull one batch to the host and check it
+        nonlocal done
+        out = np.asarray(device_out)
+        if out.ndim != 2 or out.shape[0] != padded_size:
+            raise ValueError(f"feature_fn must map (B, H, W, C) → (B, d); for B = "
+                             f"{padded_size} it returned shape {out.shape}")
+        out = out[:n]  # drop the padding rows
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError(f"feature_fn returned NaN/inf for images "
+                                     f"{done}..{done + n - 1}; check their range ([0, 1]) "
+                                     "and the feature-net weights")
+        done += n
+        bar.update(n)
+        return out
+
     with tqdm(total=total, unit="img", desc=desc, disable=not progress) as bar:
+        in_flight = None
         for batch in _host_batches(images, batch_size):
             if first_shape is None:
                 first_shape = batch.shape[1:]
@@ -311,18 +329,14 @@ def iterate_features(images: Images, feature_fn: Callable, batch_size: int = 250
                 raise ValueError(f"image shape changed from {first_shape} to {batch.shape[1:]} "
                                  f"after {done} images; all images must share one size")
             padded, n = sharding.pad_batch(_to_float_images(batch), padded_size)
-            out = np.asarray(fn(sharding.shard_batch(padded, mesh)))
-            if out.ndim != 2 or out.shape[0] != padded_size:
-                raise ValueError(f"feature_fn must map (B, H, W, C) → (B, d); for B = "
-                                 f"{padded_size} it returned shape {out.shape}")
-            out = out[:n]
-            if not np.all(np.isfinite(out)):
-                raise FloatingPointError(f"feature_fn returned NaN/inf for images "
-                                         f"{done}..{done + n - 1}; check their range ([0, 1]) "
-                                         "and the feature-net weights")
-            done += n
-            bar.update(n)
-            yield out
+            # dispatch this batch before waiting for the previous one, so the host
+            # prepares batch k+1 while the devices compute batch k
+            launched = (fn(sharding.shard_batch(padded, mesh)), n)
+            if in_flight is not None:
+                yield finish(*in_flight)
+            in_flight = launched
+        if in_flight is not None:
+            yield finish(*in_flight)
 
 
 def compute_features(images: Images, feature_fn: Callable, batch_size: int = 250, *,
@@ -351,7 +365,16 @@ def compute_statistics(images: Images, feature_fn: Callable, batch_size: int = 2
     if not feature_net:
         raise ValueError("name the feature network: pass feature_net='...' (or use a "
                          "FeatureExtractor from pds_jax.feature_nets.get_feature_fn)")
-    moments, kept, image_size = _Moments(), [], ()
+    if hasattr(images, "shape"):
+        image_size = tuple(int(s) for s in images.shape[1:])
+    else:  # peek at the first batch of an iterable for its image size
+        iterator = iter(images)
+        first = next(iterator, None)
+        if first is None:
+            raise ValueError("no images were given")
+        image_size = tuple(int(s) for s in np.shape(first)[1:])
+        images = itertools.chain([first], iterator)
+    moments, kept = _Moments(), []
     for feats in iterate_features(images, feature_fn, batch_size, mesh=mesh,
                                   num_images=num_images, progress=progress,
                                   desc=f"{feature_net} statistics"):
@@ -360,8 +383,6 @@ def compute_statistics(images: Images, feature_fn: Callable, batch_size: int = 2
             kept.append(feats)
     if moments.count < 2:
         raise ValueError(f"a covariance needs at least 2 images, got {moments.count}")
-    if hasattr(images, "shape"):
-        image_size = tuple(int(s) for s in images.shape[1:])
     return FeatureStatistics(
         mean=moments.mean, cov=moments.covariance(), count=moments.count,
         feature_net=feature_net, dataset=dataset, image_size=image_size,

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -175,6 +174,7 @@ def test_statistics_from_an_iterable_of_uneven_batches():
     chunks = (images[a:b] for a, b in [(0, 5), (5, 6), (6, 30), (30, 37)])
     stats = metrics.compute_statistics(chunks, _toy_feature_fn, batch_size=8, feature_net="toy",
                                        keep_features=True, progress=False)
+    assert stats.count == 37 and stats.image_size == (8, 8, 2)
     ref = _numpy_toy_features(images)
     np.testing.assert_allclose(stats.features, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(stats.mean, ref.mean(0), atol=1e-5)
