@@ -11,8 +11,9 @@ pds_jax reads a local file that you create once with this script.
 
    (the same file `pip install pytorch-fid` caches under ~/.cache/torch/hub/checkpoints/).
 
-2. Convert it, in any environment that has PyTorch (torch is imported only here, at
-   run time; pds_jax itself never needs it):
+2. Convert it from the repository root, in pds_jax's environment with PyTorch added
+   for this one step (torch is imported only here, at run time; pds_jax itself never
+   needs it; the CPU wheel is enough):
 
        python scripts/convert_fid_inception_weights.py \\
            pt_inception-2015-12-05-6726825d.pth fid_inception.npz
@@ -32,7 +33,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
