@@ -213,3 +213,18 @@ def save_checkpoint(ckpt_dir: str, state: dict, step: int, keep: Optional[int] =
         for _, old in list_checkpoints(ckpt_dir)[:-keep]:
             os.remove(old)
     return path
+
+
+def export_for_sampling(src: str, dst: str, overwrite: bool = False) -> str:
+    """Write a slim copy of a training checkpoint: parameters and EMA, no Adam moments.
+
+    The result is still a score_sde-layout state dict (`load_params` reads it), but
+    `optimizer.state` is empty, so it cannot resume training. It is half the size of
+    the full state, which is what the shipped default model needs.
+    """
+    state = load_score_sde(src)
+    slim = {key: state[key] for key in ("step", "lr", "model_state", "ema_rate", "params_ema", "rng")
+            if key in state}
+    slim["optimizer"] = {"target": state["optimizer"]["target"], "state": {}}
+    data = serialization.msgpack_serialize(slim)
+    return atomic_write_bytes(dst, data, overwrite=overwrite)

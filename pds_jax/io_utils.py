@@ -29,6 +29,12 @@ def check_writable(path: str, overwrite: bool = False) -> None:
             f"path/workdir, move the file away, or pass overwrite=True.")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str, data: bytes, overwrite: bool = False) -> str:
     """Write `data` to `path` atomically (temp file + fsync + rename)."""
     check_writable(path, overwrite)
@@ -40,6 +46,7 @@ def atomic_write_bytes(path: str, data: bytes, overwrite: bool = False) -> str:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
