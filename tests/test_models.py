@@ -198,6 +198,34 @@ def test_fir_resampling_preserves_constants_and_shapes():
     np.testing.assert_allclose(fir_ops.downsample_2d(y, (1, 1)), fir_ops.naive_downsample_2d(y), rtol=1e-6)
 
 
+def _numpy_upfirdn(x, k, up, down, pad, gain):
+    """Reference: zero insertion, pad/crop, 'valid' true convolution, decimation, per axis."""
+    k = np.asarray(k, np.float64) / np.sum(k)
+    out = np.asarray(x, np.float64)
+    for axis, taps in ((1, k * gain), (2, k)):
+        out = np.moveaxis(out, axis, -1)
+        y = np.zeros(out.shape[:-1] + (out.shape[-1] * up,))
+        y[..., ::up] = out
+        y = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(max(pad[0], 0), max(pad[1], 0))])
+        y = y[..., max(-pad[0], 0):y.shape[-1] - max(-pad[1], 0)]
+        y = np.apply_along_axis(lambda v: np.convolve(v, taps, "valid"), -1, y)[..., ::down]
+        out = np.moveaxis(y, -1, axis)
+    return out
+
+
+@pytest.mark.parametrize("up,down,pad,taps", [
+    (2, 1, (2, 1), (1, 3, 3, 1)), (1, 2, (1, 1), (1, 3, 3, 1)), (1, 1, (2, 2), (1, 3, 3, 1)),
+    (3, 1, (-1, 2), (1, 2, 5)), (1, 3, (0, -1), (2, 1, 1, 4, 1)), (2, 2, (1, 0), (1, 2))])
+def test_upfirdn_matches_numpy_reference(up, down, pad, taps):
+    """Both code paths: separable 1-D kernel (slices) and 2-D kernel (depthwise conv)."""
+    x = np.random.default_rng(0).standard_normal((2, 7, 7, 3)).astype(np.float32)
+    expected = _numpy_upfirdn(x, taps, up, down, pad, gain=1.5)
+    separable = fir_ops.upfirdn2d(jnp.asarray(x), taps, up, down, pad, gain=1.5)
+    general = fir_ops.upfirdn2d(jnp.asarray(x), np.outer(taps, taps), up, down, pad, gain=1.5)
+    np.testing.assert_allclose(separable, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(general, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_positional_embedding_matches_formula():
     t = jnp.array([0.0, 3.0, 999.0])
     emb = layers.timestep_embedding(t, 8)
