@@ -10,9 +10,9 @@ from .ddpm import DDPM
 from .ncsnpp import NCSNpp
 from .registry import (create_model, example_inputs, init_params, param_shapes, register_model,
                        registered_models)
-from .utils import get_model_fn, get_score_fn
+from .utils import ScoreFunction, get_model_fn, get_score_fn
 
 __all__ = [
-    "DDPM", "NCSNpp", "create_model", "example_inputs", "init_params", "param_shapes", "register_model",
-    "registered_models", "get_model_fn", "get_score_fn",
+    "DDPM", "NCSNpp", "create_model", "example_inputs", "init_params", "param_shapes",
+    "register_model", "registered_models", "ScoreFunction", "get_model_fn", "get_score_fn",
 ]

@@ -79,10 +79,11 @@ class ScoreFunction:
             return t * (sde.N - 1)
         raise NotImplementedError(f"no score convention for {type(sde).__name__}")
 
-    def __call__(self, params: Any, x: Array, t: Array) -> Array:
+    def __call__(self, params: Any, x: Array, t: Array, rng: Optional[Array] = None) -> Array:
+        """The score; with a PRNG key `rng` the network runs in training mode (dropout)."""
         t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), x.shape[:1])
         labels = self.labels(t)
-        out = self.model.apply({"params": params}, x, labels, train=False)
+        out = get_model_fn(self.model, params, train=rng is not None)(x, labels, rng)
         if isinstance(self.sde, sde_lib.VESDE):
             return out
         if self.continuous or isinstance(self.sde, sde_lib.subVPSDE):

@@ -1,0 +1,70 @@
+"""The embedded default: a small NCSN++ (VE SDE) on 32×32 Fashion-MNIST, with PDS.
+
+Trained by this project (`--mode=train`, see checkpoints/fashion_mnist_ncsnpp/README.md)
+on Fashion-MNIST from Debian's `dataset-fashion-mnist` (28×28 zero-padded to 32×32,
+grayscale, data in [0, 1]). σ_max = 25 is about the largest distance between two
+training images (score_sde's rule of thumb); N = 1000 as for CIFAR-10.
+
+    python main.py --config=configs/fashion_mnist_pds.py --workdir=runs/fashion_mnist --mode=compare
+"""
+
+from configs.common import get_common_config
+
+
+def get_config():
+    config = get_common_config()
+
+    data = config.data
+    data.dataset = 'fashion_mnist_local'
+    data.image_size = 32
+    data.num_channels = 1
+    data.centered = False
+    data.random_flip = True
+    data.folder = ''                     # '' = $PDS_JAX_FASHION_MNIST_DIR or Debian's folder
+
+    training = config.training
+    training.sde = 'vesde'
+    training.continuous = True
+    training.batch_size = 128
+    training.n_iters = 40000
+    training.snapshot_freq = 10000
+    training.snapshot_freq_for_preemption = 1000
+    training.log_freq = 100
+    training.eval_freq = 500
+    training.n_jitted_steps = 5
+    training.reduce_mean = False
+
+    model = config.model
+    model.name = 'ncsnpp'
+    model.sigma_min = 0.01
+    model.sigma_max = 25.
+    model.num_scales = 1000
+    model.dropout = 0.1
+    model.ema_rate = 0.999
+    model.nf = 32
+    model.ch_mult = (1, 2, 2)
+    model.num_res_blocks = 2
+    model.attn_resolutions = (8,)
+
+    optim = config.optim
+    optim.lr = 2e-4
+    optim.warmup = 1000
+
+    sampling = config.sampling
+    sampling.method = 'pc'
+    sampling.predictor = 'reverse_diffusion'
+    sampling.corrector = 'langevin'
+    sampling.snr = 0.16
+    sampling.batch_size = 36
+    sampling.num_samples = 36
+    sampling.checkpoint = 'checkpoints/fashion_mnist_ncsnpp'
+    pds = sampling.pds
+    pds.speed_up = 10.0
+    pds.alpha = 5.0
+    pds.normalization = 'normalized'
+    pds.freq_filter = 'checkpoints/fashion_mnist_ncsnpp/filters.npz'
+    pds.space_filter = 'checkpoints/fashion_mnist_ncsnpp/filters.npz'
+
+    config.eval.feature_net = 'fashion_mnist'
+    config.eval.stats_file = 'checkpoints/fashion_mnist_classifier/fashion_mnist_train_stats.npz'
+    return config

@@ -1,0 +1,99 @@
+"""`python main.py --mode=estimate`: estimate PDS filter statistics from a dataset.
+
+Reads config.data (the pipeline, see `pds_jax.data.get_dataset`) and config.estimate:
+num_images, batch_size, seed, output ('' = `<workdir>/filters.npz`). Writes, never
+over an existing file:
+
+  filters.npz   raw statistics + metadata (`pds_jax.filters.FilterStats.save`)
+  filters.png   row 1: log power spectrum R per channel (fftshifted, DC in the centre);
+                row 2: second moment A per channel; each panel min–max normalised
+  filters.json  the summary this function returns
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import numpy as np
+
+from pds_jax import data, filters, images
+from pds_jax.io_utils import atomic_write_json, check_writable
+from pds_jax.precond import frequency_filter, space_filter
+
+DISPLAY_ALPHA = 5.0
+
+
+def output_paths(config, workdir: str) -> dict:
+    """The .npz, .png and .json paths that `run` writes."""
+    npz = config.estimate.get("output", "") or os.path.join(workdir, "filters.npz")
+    if not npz.endswith(".npz"):
+        raise ValueError(f"config.estimate.output must end in '.npz', got {npz!r}")
+    stem = npz[: -len(".npz")]
+    return {"npz": npz, "png": stem + ".png", "json": stem + ".json"}
+
+
+def _panel(plane: np.ndarray, min_size: int = 128, max_size: int = 512) -> np.ndarray:
+    """One (H, W) statistic → a min–max normalised uint8 (h, w, 1) tile of a readable size."""
+    step = max(1, plane.shape[0] // max_size)
+    plane = plane[::step, ::step]
+    lo, hi = float(plane.min()), float(plane.max())
+    tile = images.to_uint8((plane - lo) / (hi - lo) if hi > lo else np.zeros_like(plane))
+    zoom = max(1, min_size // tile.shape[0])
+    return np.repeat(np.repeat(tile, zoom, axis=0), zoom, axis=1)[..., None]
+
+
+def statistics_picture(stats: filters.FilterStats) -> np.ndarray:
+    """uint8 HWC picture: R (fftshifted) per channel above A per channel."""
+    R = np.fft.fftshift(stats.freq, axes=(0, 1))
+    A = stats.space
+    rows = [images.side_by_side([_panel(s[..., c]) for c in range(s.shape[-1])]) for s in (R, A)]
+    gap = np.full((8, rows[0].shape[1], rows[0].shape[2]), 255, np.uint8)
+    return np.concatenate([rows[0], gap, rows[1]], axis=0)
+
+
+def _range(fn):
+    try:
+        arr = fn()
+        return {"min": float(np.min(arr)), "max": float(np.max(arr))}
+    except ValueError as e:  # e.g. A ≡ 0 on all-black images
+        return {"error": str(e)}
+
+
+def run(config, workdir: str) -> dict:
+    """Estimate filter statistics as config says; write .npz, .png and .json; return the summary."""
+    paths = output_paths(config, workdir)
+    for path in paths.values():  # refuse before spending time on the pass
+        check_writable(path)
+    est, d = config.estimate, config.data
+    split = d.get("split", "") or "train"
+    num_images = int(est.num_images) if est.num_images else None
+    batches = data.get_dataset(config, split=split, batch_size=int(est.batch_size), shuffle=True,
+                               seed=int(est.seed), num_images=num_images, train=False)
+    start = time.perf_counter()
+    stats = filters.estimate(batches, d.image_size, d.num_channels, num_images, dataset=d.dataset,
+                             centered=bool(d.centered), seed=int(est.seed),
+                             extra={"split": split, "folder": d.get("folder", "")})
+    seconds = time.perf_counter() - start
+    stats.save(paths["npz"])
+    images.save_png(paths["png"], statistics_picture(stats))
+    R, A = stats.freq, stats.space
+    summary = {
+        "files": paths,
+        "dataset": d.dataset, "split": split, "centered": bool(d.centered), "seed": int(est.seed),
+        "count": stats.count, "shape": list(stats.shape), "devices": jax.local_device_count(),
+        "seconds": round(seconds, 3), "images_per_second": round(stats.count / max(seconds, 1e-9), 2),
+        "R": {"min": float(R.min()), "max": float(R.max())},
+        "A": {"min": float(A.min()), "max": float(A.max())},
+        "D_alpha5_normalized": _range(lambda: frequency_filter(R, DISPLAY_ALPHA, "normalized")),
+        "s_alpha5_normalized": _range(lambda: space_filter(A, DISPLAY_ALPHA, "normalized")),
+    }
+    atomic_write_json(paths["json"], summary)
+    print(f"filter statistics of {stats.count} {d.dataset} images ({'×'.join(map(str, stats.shape))}, "
+          f"{summary['images_per_second']} img/s on {summary['devices']} device(s))")
+    for key in ("R", "A", "D_alpha5_normalized", "s_alpha5_normalized"):
+        print(f"  {key:20s} {summary[key]}")
+    for kind, path in paths.items():
+        print(f"  wrote {kind:4s} {path}")
+    return summary

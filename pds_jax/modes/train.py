@@ -1,0 +1,123 @@
+"""`main.py --mode=train`: train (or resume training) a score model.
+
+Writes under <workdir>: checkpoints/checkpoint_<step> (every training.snapshot_freq
+steps and at the end), checkpoints-meta/checkpoint_<step> (every
+training.snapshot_freq_for_preemption steps, only the latest kept), samples/
+iter_<step>.png (when training.snapshot_sampling), and metrics.jsonl (one JSON object
+per logged step: loss, eval loss, steps/s). Starting again in the same workdir resumes
+from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from pds_jax import checkpoints
+from pds_jax import images as image_io
+from pds_jax import train as training
+from pds_jax.sde import get_sde
+from pds_jax.sharding import batch_sharding, data_mesh, replicated
+
+SNAPSHOT_SAMPLES = 16
+
+
+def _check_schedule(config):
+    t = config.training
+    k = int(t.n_jitted_steps)
+    if k < 1:
+        raise ValueError(f"config.training.n_jitted_steps must be >= 1, got {k}")
+    for name in ("log_freq", "eval_freq", "snapshot_freq", "snapshot_freq_for_preemption"):
+        if int(t[name]) % k:
+            raise ValueError(f"config.training.{name}={t[name]} must be a multiple of n_jitted_steps={k}")
+    n_dev = jax.device_count()
+    if int(t.batch_size) % n_dev:
+        raise ValueError(f"config.training.batch_size={t.batch_size} must be divisible by the "
+                         f"{n_dev} devices")
+
+
+def _snapshot_sampler(config, sde):
+    """A small PC sampler (the config's sampler, 16 images) for progress grids."""
+    from pds_jax.data import get_data_inverse_scaler
+    from pds_jax.samplers import get_sampler
+
+    shape = (SNAPSHOT_SAMPLES, config.data.image_size, config.data.image_size, config.data.num_channels)
+    return get_sampler(config, sde, shape, inverse_scaler=get_data_inverse_scaler(config))
+
+
+def run(config, workdir: str) -> dict:
+    from pds_jax import data, models
+
+    _check_schedule(config)
+    t = config.training
+    sde = get_sde(config)
+    optimizer = training.get_optimizer(config)
+    state = training.init_state(config, optimizer)
+    resume = training.latest_checkpoint(workdir)
+    if resume:
+        state = training.from_score_sde_dict(checkpoints.load_score_sde(resume), state)
+        print(f"resuming from {resume} (step {int(state.step)})")
+    mesh = data_mesh()
+    state = jax.device_put(state, replicated(mesh))
+    shard = batch_sharding(mesh)
+    k = int(t.n_jitted_steps)
+    train_step = training.make_train_step(config, sde, optimizer)
+    eval_loss = training.make_eval_loss(config, sde)
+    sampler = _snapshot_sampler(config, sde) if t.snapshot_sampling else None
+    score = models.ScoreFunction(model=models.create_model(config), sde=sde, continuous=t.continuous)
+
+    start = int(state.step)
+    batches = training.train_batches(config, int(t.batch_size), start, int(config.seed))
+    # Held-out loss on the test split (image folders and array files have none: train).
+    eval_split = "train" if config.data.dataset in ("folder", "arrays") else "test"
+    eval_batches = data.get_dataset(config, eval_split, int(t.batch_size), shuffle=True,
+                                    seed=int(config.seed) + 1, drop_remainder=True, num_epochs=None)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    os.makedirs(workdir, exist_ok=True)
+    eval_rng = jax.random.PRNGKey(int(config.seed) + 2)
+    last_log, window = time.perf_counter(), []
+    report = {"start_step": start}
+    bar = tqdm(total=int(t.n_iters), initial=start, desc="training", unit="step")
+    step = start
+    while step < int(t.n_iters):
+        stacked = np.stack([next(batches) for _ in range(k)])
+        state, loss = train_step(state, jax.device_put(stacked, jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec(None, "data"))))
+        step += k
+        bar.update(k)
+        window.append(loss)
+        if step % int(t.log_freq) == 0 or step >= int(t.n_iters):
+            now = time.perf_counter()
+            record = {"step": step, "loss": float(np.mean(jax.device_get(window))),
+                      "steps_per_s": len(window) * k / (now - last_log)}
+            if step % int(t.eval_freq) == 0:
+                eval_rng, r = jax.random.split(eval_rng)
+                record["eval_loss"] = float(eval_loss(r, state.params_ema, jax.device_put(next(eval_batches), shard)))
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{record['loss']:.4g}")
+            last_log, window = now, []
+            report["last"] = record
+        final = step >= int(t.n_iters)
+        if step % int(t.snapshot_freq_for_preemption) == 0 or final:
+            checkpoints.save_checkpoint(os.path.join(workdir, "checkpoints-meta"),
+                                        training.to_score_sde_dict(config, state), step, keep=1,
+                                        overwrite=True)
+        if step % int(t.snapshot_freq) == 0 or final:
+            checkpoints.save_checkpoint(os.path.join(workdir, "checkpoints"),
+                                        training.to_score_sde_dict(config, state), step, overwrite=True)
+            if sampler is not None:
+                from jax.tree_util import Partial
+
+                x, _ = sampler(jax.random.PRNGKey(step), Partial(score, state.params_ema))
+                image_io.save_grid(os.path.join(workdir, "samples", f"iter_{step}.png"),
+                                   np.asarray(x), overwrite=True)
+    bar.close()
+    report["final_step"] = step
+    print(f"trained to step {step}; checkpoints in {os.path.join(workdir, 'checkpoints')}")
+    return report

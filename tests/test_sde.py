@@ -1,0 +1,103 @@
+"""SDEs: score_sde semantics, checked against closed forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pds_jax.sde import VESDE, VPSDE, batch_mul, subVPSDE
+
+
+def test_ve_sigma_schedule_and_discrete_grid():
+    sde = VESDE(sigma_min=0.01, sigma_max=50.0, N=10)
+    np.testing.assert_allclose(sde.discrete_sigmas, np.geomspace(0.01, 50.0, 10), rtol=1e-5)
+    t = jnp.array([0.0, 0.5, 1.0])
+    np.testing.assert_allclose(sde.sigma(t), [0.01, np.sqrt(0.01 * 50.0), 50.0], rtol=1e-5)
+    np.testing.assert_allclose(sde.t_of_sigma(sde.sigma(t)), t, atol=1e-6)
+
+
+def test_ve_smld_discretisation():
+    """G_i = sqrt(σ_i² − σ_{i−1}²), σ_{−1} = 0, f = 0 (DESIGN §2)."""
+    sde = VESDE(sigma_min=0.01, sigma_max=50.0, N=10)
+    sig = np.geomspace(0.01, 50.0, 10)
+    x = jnp.ones((3, 2, 2, 1))
+    t = jnp.array([1.0, 5.0 / 9.0, 0.0])  # indices 9, 5, 0
+    f, G = sde.discretize(x, t)
+    np.testing.assert_array_equal(f, 0.0)
+    expected = [np.sqrt(sig[9] ** 2 - sig[8] ** 2), np.sqrt(sig[5] ** 2 - sig[4] ** 2), sig[0]]
+    np.testing.assert_allclose(G, expected, rtol=1e-4)
+
+
+def test_ve_diffusion_matches_derivative_of_variance():
+    """g(t)² = d σ(t)² / dt for the VE SDE."""
+    sde = VESDE(0.01, 50.0)
+    t = jnp.array([0.1, 0.7])
+    _, g = sde.sde(jnp.zeros((2, 1, 1, 1)), t)
+    dvar = jax.vmap(jax.grad(lambda s: sde.sigma(s) ** 2))(t)
+    np.testing.assert_allclose(g**2, dvar, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cls", [VPSDE, subVPSDE])
+def test_vp_marginals_solve_the_moment_odes(cls):
+    """m' = f m and (s²)' = 2 f s² + g² with f = −β/2 (linear SDE moment equations)."""
+    sde = cls()
+    t = jnp.array([0.05, 0.3, 0.8])
+    m = lambda s: sde.marginal_coefficients(s)[0]
+    v = lambda s: sde.marginal_coefficients(s)[1] ** 2
+    dm = jax.vmap(jax.grad(m))(t)
+    dv = jax.vmap(jax.grad(v))(t)
+    _, g = sde.sde(jnp.zeros((3, 1, 1, 1)), t)
+    f = -0.5 * sde.beta(t)
+    np.testing.assert_allclose(dm, f * m(t), rtol=1e-4)
+    np.testing.assert_allclose(dv, 2 * f * v(t) + g**2, rtol=1e-3)
+
+
+def test_vp_ddpm_tables():
+    sde = VPSDE(beta_min=0.1, beta_max=20.0, N=1000)
+    betas = np.linspace(0.1 / 1000, 20.0 / 1000, 1000)
+    np.testing.assert_allclose(sde.discrete_betas, betas, rtol=1e-5)
+    np.testing.assert_allclose(sde.alphas_cumprod, np.cumprod(1 - betas), rtol=1e-4)
+    x = jnp.full((1, 2, 2, 1), 2.0)
+    f, G = sde.discretize(x, jnp.array([1.0]))
+    np.testing.assert_allclose(f, (np.sqrt(1 - betas[-1]) - 1) * 2.0, rtol=1e-5)
+    np.testing.assert_allclose(G, np.sqrt(betas[-1]), rtol=1e-5)
+
+
+def test_reverse_sde_and_probability_flow():
+    sde = VPSDE()
+    score_fn = lambda x, t: -x  # score of N(0, I)
+    x = jnp.ones((2, 2, 2, 1))
+    t = jnp.array([0.5, 0.5])
+    drift, g = sde.sde(x, t)
+    rdrift, rg = sde.reverse(score_fn).sde(x, t)
+    np.testing.assert_allclose(rdrift, drift - batch_mul(g**2, -x), rtol=1e-6)
+    np.testing.assert_allclose(rg, g)
+    pdrift, pg = sde.reverse(score_fn, probability_flow=True).sde(x, t)
+    np.testing.assert_allclose(pdrift, drift - 0.5 * batch_mul(g**2, -x), rtol=1e-6)
+    np.testing.assert_array_equal(pg, 0.0)
+
+
+def test_continuous_labels_follow_score_sde():
+    t = jnp.array([0.25, 1.0])
+    np.testing.assert_allclose(VESDE(0.01, 50.0).continuous_label(t), VESDE(0.01, 50.0).sigma(t))
+    np.testing.assert_allclose(VPSDE().continuous_label(t), 999.0 * t)
+
+
+def test_prior_sampling_scale_and_logp():
+    sde = VESDE(0.01, 50.0)
+    z = sde.prior_sampling(jax.random.PRNGKey(0), (64, 8, 8, 1))
+    assert abs(float(jnp.std(z)) - 50.0) < 2.0
+    # log N(0, σ² I) at 0 is −d/2 log(2πσ²)
+    np.testing.assert_allclose(sde.prior_logp(jnp.zeros((1, 2, 2, 1))), -2 * np.log(2 * np.pi * 2500.0), rtol=1e-6)
+
+
+def test_sdes_are_hashable_jit_friendly_and_validated():
+    sde = VESDE(0.01, 50.0, N=10)
+    assert hash(sde) == hash(VESDE(0.01, 50.0, N=10))
+    out = jax.jit(lambda s, x: s.marginal_prob(x, jnp.ones(x.shape[0]))[1])(sde, jnp.ones((2, 1, 1, 1)))
+    np.testing.assert_allclose(out, 50.0, rtol=1e-5)
+    assert sde.with_steps(5).N == 5 and sde.N == 10
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        VESDE(sigma_min=1.0, sigma_max=0.5)
+    with pytest.raises(ValueError, match="N must be a positive integer"):
+        VPSDE(N=0)
