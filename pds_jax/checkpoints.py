@@ -111,8 +111,10 @@ def load_params(path: str, ema: bool = True) -> dict:
       ema: the EMA weights `params_ema` (used for sampling) if True, else the raw
         `optimizer.target`.
     Returns:
-      The parameter tree (NumPy arrays) for `model.apply({'params': params}, ...)`,
-      with legacy (1, 1, 1, C) GroupNorm params reshaped to (C,).
+      The parameter tree (host NumPy arrays; `jax.device_put` them once before a
+      long sampling run) for `model.apply({'params': params}, ...)`, with legacy
+      (1, 1, 1, C) GroupNorm params reshaped to (C,). Check it against a config
+      with `check_params`.
     """
     state = load_score_sde(path)
     params = state["params_ema"] if ema else state["optimizer"]["target"]

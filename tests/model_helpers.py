@@ -16,7 +16,7 @@ CONFIG_FILES = [
     "ve/cifar10_ncsnpp_continuous", "ve/cifar10_ncsnpp_deep_continuous",
     "ve/bedroom_ncsnpp_continuous", "ve/church_ncsnpp_continuous",
     "ve/celebahq_256_ncsnpp_continuous", "ve/ffhq_256_ncsnpp_continuous",
-    "ve/ffhq_ncsnpp_continuous", "vp/cifar10_ddpmpp_continuous",
+    "ve/ffhq_ncsnpp_continuous", "vp/cifar10_ddpmpp_continuous", "vp/ddpm/cifar10",
     "cifar10_pds", "ffhq_pds", "bedroom_pds", "church_pds",
 ]
 

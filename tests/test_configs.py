@@ -60,6 +60,7 @@ PARAM_COUNTS = {
     "ve/bedroom_ncsnpp_continuous": 65_574_549, "ve/church_ncsnpp_continuous": 65_574_549,
     "ve/celebahq_256_ncsnpp_continuous": 65_574_549, "ve/ffhq_256_ncsnpp_continuous": 65_574_549,
     "ve/ffhq_ncsnpp_continuous": 105_785_896, "vp/cifar10_ddpmpp_continuous": 61_804_419,
+    "vp/ddpm/cifar10": 35_218_947,  # the original DDPM model's count (tests/data/score_sde_param_trees.json)
 }
 
 

@@ -39,17 +39,21 @@ DESIGN_COUNTS = {
 }
 
 
+# Not in DESIGN §6: the original DDPM's count, read from score_sde_param_trees.json.
+ORIGINAL_ONLY = ["vp/ddpm/cifar10"]
+
+
 def _tree_digest(flat):
     return hashlib.sha256("\n".join(f"{k}:{tuple(s)}" for k, s in flat).encode()).hexdigest()
 
 
-@pytest.mark.parametrize("name", sorted(DESIGN_COUNTS))
+@pytest.mark.parametrize("name", sorted(DESIGN_COUNTS) + ORIGINAL_ONLY)
 def test_full_size_tree_equals_original(name):
     """Count (DESIGN §6) and every path and shape of the original score_sde model."""
     flat = flat_param_shapes(load_config(name))
     with open(os.path.join(DATA, "score_sde_param_trees.json")) as f:
         original = json.load(f)["configs"][name]
-    assert num_params(flat) == DESIGN_COUNTS[name] == original["num_params"]
+    assert num_params(flat) == DESIGN_COUNTS.get(name, original["num_params"]) == original["num_params"]
     assert len(flat) == original["num_leaves"]
     assert sorted({k.split("/")[0] for k, _ in flat}) == original["top_level_modules"]
     assert _tree_digest(flat) == original["tree_sha256"], "same count but different paths/shapes"
@@ -105,6 +109,22 @@ def test_forward_matches_original_score_sde(name):
     assert ours == {k: tuple(v.shape) for k, v in flat.items()}      # same names, same shapes
     model = models.create_model(config)
     out = model.apply({"params": unflatten_dict(flat, sep="/")}, x, labels, train=False)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+def test_ddpm_forward_matches_original_score_sde():
+    """score_sde's original DDPM network, with deterministic `pattern_params` (not stored)."""
+    from tests.data.make_ncsnpp_reference import pattern_params
+    data, meta = _fixture()
+    case = meta["ddpm_case"]
+    config = load_config(case["base_config"])
+    config.data.image_size = case["image_size"]
+    config.model.update({k: tuple(v) if isinstance(v, list) else v for k, v in case["overrides"].items()})
+    expected_shapes = {k: tuple(s) for k, s in case["param_shapes"]}
+    assert dict(flat_param_shapes(config)) == expected_shapes
+    params = unflatten_dict(pattern_params(list(expected_shapes.items())), sep="/")
+    out = models.create_model(config).apply({"params": params}, data["ddpm/x"], data["ddpm/labels"], train=False)
+    expected = data["ddpm/out"]
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
 
 
@@ -187,15 +207,50 @@ def test_bad_switch_and_unknown_model_raise():
 
 
 def test_fir_resampling_preserves_constants_and_shapes():
+    @jax.jit  # one compilation instead of dozens of eager slice ops
+    def resample(x, y):
+        return (fir_ops.upsample_2d(x, (1, 3, 3, 1)), fir_ops.downsample_2d(x, (1, 3, 3, 1)),
+                fir_ops.upsample_2d(y, (1, 1)), fir_ops.naive_upsample_2d(y),
+                fir_ops.downsample_2d(y, (1, 1)), fir_ops.naive_downsample_2d(y))
+
     x = jnp.ones((1, 8, 8, 2))
-    up, down = fir_ops.upsample_2d(x, (1, 3, 3, 1)), fir_ops.downsample_2d(x, (1, 3, 3, 1))
+    y = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))
+    up, down, up_fir, up_naive, down_fir, down_naive = resample(x, y)
     assert up.shape == (1, 16, 16, 2) and down.shape == (1, 4, 4, 2)
     np.testing.assert_allclose(up[:, 2:-2, 2:-2], 1.0, rtol=1e-6)   # away from the zero border
     np.testing.assert_allclose(down[:, 1:-1, 1:-1], 1.0, rtol=1e-6)
     # A [1, 1] filter is nearest-neighbour upsampling / 2×2 average pooling.
-    y = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))
-    np.testing.assert_allclose(fir_ops.upsample_2d(y, (1, 1)), fir_ops.naive_upsample_2d(y), rtol=1e-6)
-    np.testing.assert_allclose(fir_ops.downsample_2d(y, (1, 1)), fir_ops.naive_downsample_2d(y), rtol=1e-6)
+    np.testing.assert_allclose(up_fir, up_naive, rtol=1e-6)
+    np.testing.assert_allclose(down_fir, down_naive, rtol=1e-6)
+
+
+def _numpy_upfirdn(x, k, up, down, pad, gain):
+    """Reference: zero insertion, pad/crop, 'valid' true convolution, decimation, per axis."""
+    k = np.asarray(k, np.float64) / np.sum(k)
+    out = np.asarray(x, np.float64)
+    for axis, taps in ((1, k * gain), (2, k)):
+        out = np.moveaxis(out, axis, -1)
+        y = np.zeros(out.shape[:-1] + (out.shape[-1] * up,))
+        y[..., ::up] = out
+        y = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(max(pad[0], 0), max(pad[1], 0))])
+        y = y[..., max(-pad[0], 0):y.shape[-1] - max(-pad[1], 0)]
+        y = np.apply_along_axis(lambda v: np.convolve(v, taps, "valid"), -1, y)[..., ::down]
+        out = np.moveaxis(y, -1, axis)
+    return out
+
+
+@pytest.mark.parametrize("up,down,pad,taps", [
+    (2, 1, (2, 1), (1, 3, 3, 1)), (1, 2, (1, 1), (1, 3, 3, 1)), (1, 1, (2, 2), (1, 3, 3, 1)),
+    (3, 1, (-1, 2), (1, 2, 5)), (1, 3, (0, -1), (2, 1, 1, 4, 1)), (2, 2, (1, 0), (1, 2))])
+def test_upfirdn_matches_numpy_reference(up, down, pad, taps):
+    """Both code paths: separable 1-D kernel (slices) and 2-D kernel (depthwise conv)."""
+    x = np.random.default_rng(0).standard_normal((2, 7, 7, 3)).astype(np.float32)
+    expected = _numpy_upfirdn(x, taps, up, down, pad, gain=1.5)
+    separable, general = jax.jit(lambda x: (
+        fir_ops.upfirdn2d(x, taps, up, down, pad, gain=1.5),
+        fir_ops.upfirdn2d(x, np.outer(taps, taps), up, down, pad, gain=1.5)))(jnp.asarray(x))
+    np.testing.assert_allclose(separable, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(general, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_positional_embedding_matches_formula():

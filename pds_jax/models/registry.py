@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from .ddpm import DDPM
 from .ncsnpp import NCSNpp
 
 _BUILDERS: Dict[str, Callable[[Any], nn.Module]] = {}
@@ -60,3 +61,4 @@ def param_shapes(config) -> dict:
 
 
 register_model("ncsnpp", NCSNpp.from_config)
+register_model("ddpm", DDPM.from_config)

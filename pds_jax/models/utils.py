@@ -99,6 +99,9 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params: Any,
 
     Args:
       sde: the forward SDE the model was trained with (`pds_jax.sde.get_sde(config)`).
+        Discrete-time labels depend on its N: when sampling with fewer steps
+        (`sde.with_steps(...)`, PDS speed-up), still build the score function from the
+        training SDE (N = config.model.num_scales). Continuous-time labels do not.
       model: the network (`pds_jax.models.create_model(config)`).
       params: its parameters (e.g. `checkpoints.load_params(path)`, the EMA weights).
       continuous: `config.training.continuous` (the label convention).

@@ -6,7 +6,9 @@ parameters (its `init` with PRNGKey(0), plus deterministic noise so that the
 zero-initialised output convs matter) as one flat float32 vector with the paths and
 shapes, in the original creation order, in the JSON `meta`, a batch of inputs and noise labels, the
 original forward output (train=False), and a SHA-256 of the original `init` values
-(creation order and initialisers decide them).
+(creation order and initialisers decide them). One more case runs score_sde's
+original DDPM network with `pattern_params` (its GroupNorm(32) layers make stored
+parameters too large); only its inputs, outputs and tree are stored.
 
 Usage (nothing from score_sde is copied into this repository):
 
@@ -44,6 +46,10 @@ CASES = {
     "ddpm_blocks_fir": dict(resblock_type="ddpm", progressive="residual", progressive_input="residual",
                             progressive_combine="cat", resamp_with_conv=False, centered=True),
 }
+# The original DDPM network (models/ddpm.py): GroupNorm(32) needs nf >= 32, which makes
+# stored parameters too large for the fixture, so it uses `pattern_params` instead.
+DDPM_CASE = dict(nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0)
+DDPM_IMAGE_SIZE = 8
 TINY = dict(nf=4, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0)
 IMAGE_SIZE = 16
 BATCH = 2
@@ -67,6 +73,16 @@ def labels_for(config):
     return np.array([3.0, 871.5], np.float32)        # (fractional) timesteps
 
 
+def pattern_params(flat_shapes):
+    """Deterministic, platform-independent parameters: 0.1 sin(0.731 n + 1.3 i), leaf i in sorted order."""
+    out = {}
+    for i, (path, shape) in enumerate(sorted(flat_shapes)):
+        n = int(np.prod(shape))
+        values = 0.1 * np.sin(np.arange(n, dtype=np.float64) * 0.731 + 1.3 * i)
+        out[path] = values.astype(np.float32).reshape(shape)
+    return out
+
+
 def params_digest(flat):
     h = hashlib.sha256()
     for key in sorted(flat):
@@ -75,7 +91,7 @@ def params_digest(flat):
     return h.hexdigest()
 
 
-FULL_SIZE = ["ve/cifar10_ncsnpp_continuous", "ve/cifar10_ncsnpp_deep_continuous",
+FULL_SIZE = ["vp/ddpm/cifar10", "ve/cifar10_ncsnpp_continuous", "ve/cifar10_ncsnpp_deep_continuous",
              "ve/bedroom_ncsnpp_continuous", "ve/church_ncsnpp_continuous",
              "ve/celebahq_256_ncsnpp_continuous", "ve/ffhq_256_ncsnpp_continuous",
              "vp/cifar10_ddpmpp_continuous"]
@@ -90,7 +106,7 @@ def tree_digest(flat_shapes):
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def full_size_trees(ref_ncsnpp):
+def full_size_trees(ref_ncsnpp, ref_ddpm):
     """Count, leaf count and tree digest of the original full-size models."""
     import jax
     import jax.numpy as jnp
@@ -104,7 +120,7 @@ def full_size_trees(ref_ncsnpp):
                 setattr(config.model, key, value)
         else:
             config = importlib.import_module("configs." + name.replace("/", ".")).get_config()
-        model = ref_ncsnpp.NCSNpp(config=config)
+        model = (ref_ddpm.DDPM if config.model.name == "ddpm" else ref_ncsnpp.NCSNpp)(config=config)
         size, channels = config.data.image_size, config.data.num_channels
         shapes = jax.eval_shape(lambda: model.init(
             {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)},
@@ -129,6 +145,7 @@ def main():
     from flax.traverse_util import flatten_dict
     from pds_jax.io_utils import atomic_save_npz, atomic_write_json
     ref_ncsnpp = importlib.import_module("models.ncsnpp")
+    ref_ddpm = importlib.import_module("models.ddpm")
     get_config = importlib.import_module("configs.ve.cifar10_ncsnpp_continuous").get_config
 
     arrays, cases = {}, {}
@@ -154,17 +171,35 @@ def main():
         cases[name] = dict(overrides=overrides, init_sha256=digest,
                            param_shapes=[[k, list(v.shape)] for k, v in params.items()])
         print(name, len(params), "leaves", sum(v.size for v in params.values()), "floats")
+    # The DDPM model, with pattern parameters (not stored).
+    config = importlib.import_module("configs.vp.ddpm.cifar10").get_config()
+    config.data.image_size = DDPM_IMAGE_SIZE
+    for key, value in DDPM_CASE.items():
+        setattr(config.model, key, value)
+    model = ref_ddpm.DDPM(config=config)
+    x = np.asarray(jax.random.uniform(jax.random.PRNGKey(99), (BATCH, DDPM_IMAGE_SIZE, DDPM_IMAGE_SIZE, 3)))
+    labels = np.array([3, 871], np.int32)
+    rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
+    init = flatten_dict(model.init(rngs, x, labels, train=False)["params"], sep="/")
+    params = pattern_params([(k, v.shape) for k, v in init.items()])
+    out = model.apply({"params": flax.traverse_util.unflatten_dict(params, sep="/")}, x, labels, train=False)
+    arrays.update({"ddpm/x": x, "ddpm/labels": labels, "ddpm/out": np.asarray(out)})
+    ddpm_case = dict(base_config="vp/ddpm/cifar10", overrides=DDPM_CASE, image_size=DDPM_IMAGE_SIZE,
+                     init_sha256=params_digest({k: np.asarray(v) for k, v in init.items()}),
+                     param_shapes=[[k, list(v.shape)] for k, v in init.items()])
+    print("ddpm", len(params), "leaves", sum(v.size for v in params.values()), "floats (pattern)")
     meta = dict(
         description=__doc__.split("\n\n")[0],
         score_sde_commit="0acb9e0 (yang-song/score_sde master), models/utils.py annotation patched",
         jax_version=jax.__version__, flax_version=flax.__version__,
-        base_config="ve/cifar10_ncsnpp_continuous", tiny=TINY, image_size=IMAGE_SIZE, cases=cases)
+        base_config="ve/cifar10_ncsnpp_continuous", tiny=TINY, image_size=IMAGE_SIZE, cases=cases,
+        ddpm_case=ddpm_case)
     arrays["meta"] = np.array(json.dumps(meta, default=list))
     atomic_save_npz(args.out, arrays, overwrite=True)
     print("wrote", args.out, os.path.getsize(args.out), "bytes")
     trees = dict(description="Parameter trees of score_sde's original full-size NCSN++ models "
                              "(jax.eval_shape of its init); written by make_ncsnpp_reference.py",
-                 score_sde_commit=meta["score_sde_commit"], configs=full_size_trees(ref_ncsnpp))
+                 score_sde_commit=meta["score_sde_commit"], configs=full_size_trees(ref_ncsnpp, ref_ddpm))
     atomic_write_json(args.trees, trees, overwrite=True)
     print("wrote", args.trees)
 

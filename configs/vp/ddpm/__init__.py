@@ -1,0 +1,1 @@
+"""score_sde's configs of the original DDPM architecture."""
