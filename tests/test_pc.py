@@ -164,7 +164,7 @@ def test_bad_arguments_raise_clear_errors():
         get_pc_sampler(sde, (1,) + SHAPE, predictor="heun")
     with pytest.raises(ValueError, match="unknown corrector"):
         get_pc_sampler(sde, (1,) + SHAPE, corrector="mala")
-    with pytest.raises(ValueError, match=r"shape must be \(batch, H, W, C\)"):
+    with pytest.raises(ValueError, match=r"shape must be the NHWC batch shape"):
         get_pc_sampler(sde, SHAPE)
     with pytest.raises(ValueError, match="no probability-flow variant"):
         get_pc_sampler(sde, (1,) + SHAPE, predictor="ancestral_sampling", probability_flow=True)

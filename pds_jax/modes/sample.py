@@ -79,7 +79,7 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
                       {"config_hash": config_hash(config), "complete": False}, overwrite=True)
     key = jax.random.PRNGKey(config.sampling.seed)
     n_batches = math.ceil(num_samples / batch)
-    timings = {}
+    timings, nfes = {}, {}
     for b in tqdm(range(n_batches), desc=f"sampling {num_samples} images", unit="batch"):
         path = os.path.join(out, "batches", f"batch_{b:05d}.npz")
         if os.path.exists(path):
@@ -88,6 +88,7 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
         x, nfe = sampler(jax.random.fold_in(key, b), score_fn)
         x = np.asarray(jax.device_get(x))
         timings[b] = time.perf_counter() - start
+        nfes[b] = int(nfe)  # adaptive ODE solvers report a per-batch count
         atomic_save_npz(path, {"images": image_io.to_uint8(x)})
 
     files = sorted(glob.glob(os.path.join(out, "batches", "batch_*.npz")))
@@ -106,7 +107,7 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
         "batch_size": batch,
         "method": config.sampling.method,
         "num_steps": getattr(sampler, "num_steps", None),
-        "nfe_per_batch": int(sampler.nfe) if hasattr(sampler, "nfe") else None,
+        "nfe_per_batch": [nfes[b] for b in sorted(nfes)],
         "preconditioner": precond.describe() if precond is not None else None,
         "wall_time_per_batch_s": times,
         "first_batch_s_incl_compile": times[0] if times else None,

@@ -24,8 +24,9 @@ def get_sampler(config, sde, shape, precond=None, inverse_scaler: Optional[Calla
     deis: `sampling.deis` (method, order, num_steps, grid, rho).
 
     The preconditioner only applies to the stochastic PC sampler: the deterministic
-    samplers integrate the probability-flow ODE, whose solution PDS does not change
-    (see `pds_jax.samplers.ode`), so a non-identity `precond` is refused there.
+    samplers integrate the probability-flow ODE, which has no noise to balance a
+    preconditioned drift, so they refuse a non-identity `precond`
+    (`pds_jax.samplers.common.check_no_preconditioner`).
     """
     s = config.sampling
     method = s.method.lower()
@@ -34,26 +35,19 @@ def get_sampler(config, sde, shape, precond=None, inverse_scaler: Optional[Calla
             sde, shape, predictor=s.predictor.lower(), corrector=s.corrector.lower(), snr=s.snr,
             n_steps=s.n_steps_each, probability_flow=s.probability_flow, denoise=s.noise_removal,
             precond=precond, speed_up=s.pds.speed_up, batch_sharding=batch_sharding)
-    elif method in ("ode", "deis"):
-        if precond is not None and not precond.is_identity:
-            raise ValueError(
-                f"sampling.method={method!r} integrates the probability-flow ODE; PDS preconditioning "
-                "applies to the stochastic PC sampler only. Drop the filters "
-                "(--config.sampling.pds.freq_filter='' --config.sampling.pds.space_filter='') or use "
-                "--config.sampling.method=pc")
-        if method == "ode":
-            from pds_jax.samplers.ode import get_ode_sampler
+    elif method == "ode":
+        from pds_jax.samplers.ode import get_ode_sampler
 
-            o = s.ode
-            solver = {"rk45": "adaptive"}.get(o.solver.lower(), o.solver.lower())
-            sampler = get_ode_sampler(sde, shape, method=solver, num_steps=o.num_steps,
-                                      grid=o.grid, rho=o.rho, rtol=o.rtol, atol=o.atol, denoise=o.denoise)
-        else:
-            from pds_jax.samplers.deis import get_deis_sampler
+        o = s.ode
+        solver = {"rk45": "adaptive"}.get(o.solver.lower(), o.solver.lower())
+        sampler = get_ode_sampler(sde, shape, method=solver, num_steps=o.num_steps, grid=o.grid,
+                                  rho=o.rho, rtol=o.rtol, atol=o.atol, denoise=o.denoise, precond=precond)
+    elif method == "deis":
+        from pds_jax.samplers.deis import get_deis_sampler
 
-            d = s.deis
-            sampler = get_deis_sampler(sde, shape, d.num_steps, method=d.method.lower(), order=d.order,
-                                       grid=d.grid, rho=d.rho)
+        d = s.deis
+        sampler = get_deis_sampler(sde, shape, d.num_steps, method=d.method.lower(), order=d.order,
+                                   grid=d.grid, rho=d.rho, precond=precond)
     else:
         raise ValueError(f"config.sampling.method={s.method!r} is not one of {METHODS}")
     if inverse_scaler is None:

@@ -22,9 +22,9 @@ from typing import Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
-from jax.tree_util import Partial
 
 from pds_jax.precond import Preconditioner
+from pds_jax.samplers.common import as_partial, check_shape
 from pds_jax.sde import SDE, VESDE, VPSDE, subVPSDE, batch_mul
 
 Array = jax.Array
@@ -156,15 +156,6 @@ CORRECTORS = {
 # --------------------------------------------------------------------------- #
 
 
-def as_partial(score_fn: ScoreFn) -> Partial:
-    """Wrap a score function as a pytree so it can be a `jit` argument.
-
-    A `Partial`'s bound arguments (e.g. model parameters) are traced; its function is
-    static and hashed, so reusing the same score function reuses the compiled sampler.
-    """
-    return score_fn if isinstance(score_fn, Partial) else Partial(score_fn)
-
-
 def speed_up_schedule(sde: SDE, speed_up: float, eps: Optional[float] = None) -> Tuple[SDE, float]:
     """The official PDS `--speed_up k`: N → int(N / k) steps and eps → eps · k."""
     speed_up = float(speed_up)
@@ -213,9 +204,7 @@ def get_pc_sampler(sde: SDE, shape, predictor: str = "reverse_diffusion", correc
         raise ValueError(f"unknown predictor {predictor!r}; choose one of {sorted(PREDICTORS)}")
     if corrector not in CORRECTORS:
         raise ValueError(f"unknown corrector {corrector!r}; choose one of {sorted(CORRECTORS)}")
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 4:
-        raise ValueError(f"shape must be (batch, H, W, C), got {shape}")
+    shape = check_shape(shape)
     if int(n_steps) < 0:
         raise ValueError(f"n_steps must be >= 0, got {n_steps}")
     if predictor == "ancestral_sampling":
