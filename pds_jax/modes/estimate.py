@@ -50,9 +50,7 @@ def statistics_picture(stats: filters.FilterStats) -> np.ndarray:
     A = stats.space
     rows = [images.side_by_side([_panel(s[..., c]) for c in range(s.shape[-1])]) for s in (R, A)]
     gap = np.full((8, rows[0].shape[1], rows[0].shape[2]), 255, np.uint8)
-    picture = np.concatenate([rows[0], gap, rows[1]], axis=0)
-    zoom = max(1, 256 // max(R.shape[0], R.shape[1]))  # small images: enlarge, nearest neighbour
-    return np.repeat(np.repeat(picture, zoom, axis=0), zoom, axis=1)
+    return np.concatenate([rows[0], gap, rows[1]], axis=0)
 
 
 def _range(fn):
