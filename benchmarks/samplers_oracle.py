@@ -40,7 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from pds_jax import io_utils  # noqa: E402
 from pds_jax.oracles import GaussianOracle  # noqa: E402
-from pds_jax.samplers import deis, ode  # noqa: E402
+from pds_jax.precond import Preconditioner  # noqa: E402
+from pds_jax.samplers import deis, ode, pc  # noqa: E402
 from pds_jax.sde import VESDE, VPSDE  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -53,7 +54,7 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 class Method:
     """A sampler family at adjustable cost.
 
-    build(sde, shape, eps, knob) -> sampler(rng, score_fn) -> (samples, nfe);
+    build(sde, shape, eps, knob, oracle) -> sampler(rng, score_fn) -> (samples, nfe);
     knobs(nfe_targets) -> the knob values to run (steps, tolerances, ...);
     deterministic: whether comparing with the exact ODE solution from x_T is meaningful
     (False for stochastic samplers such as PC, which are judged by the spectrum only).
@@ -71,18 +72,27 @@ def per_step(build: Callable, nfe_per_step: int, deterministic: bool = True) -> 
 
 
 def make_methods(grid: str = "rho", rho: float = 7.0) -> Dict[str, Method]:
-    """name → Method. Extend here (e.g. 'pc_vanilla', 'pc_pds' with deterministic=False)."""
+    """name → Method (a new sampler is one more entry)."""
 
     def deis_method(method, order, cost):
-        return per_step(lambda sde, shape, eps, n: deis.get_deis_sampler(
+        return per_step(lambda sde, shape, eps, n, oracle: deis.get_deis_sampler(
             sde, shape, n, method, order, grid=grid, rho=rho, eps=eps), cost)
 
     def ode_method(method, cost):
-        return per_step(lambda sde, shape, eps, n: ode.get_ode_sampler(
+        return per_step(lambda sde, shape, eps, n, oracle: ode.get_ode_sampler(
             sde, shape, method, n, grid=grid, rho=rho, eps=eps), cost)
 
+    def pc_method(use_pds):
+        # Stochastic: judged by the spectrum only. PDS uses α = 5 normalised filters built
+        # from the oracle's own expected statistics (DESIGN §3).
+        def build(sde, shape, eps, n, oracle):
+            precond = Preconditioner.from_arrays(*oracle.filter_statistics()) if use_pds else None
+            return pc.get_pc_sampler(sde.with_steps(n), shape, snr=0.16, eps=eps, precond=precond)
+        return per_step(build, 2, deterministic=False)
+
     adaptive = Method(
-        lambda sde, shape, eps, tol: ode.get_ode_sampler(sde, shape, "adaptive", rtol=tol, atol=tol, eps=eps),
+        lambda sde, shape, eps, tol, oracle: ode.get_ode_sampler(sde, shape, "adaptive", rtol=tol, atol=tol,
+                                                                eps=eps),
         lambda targets: [1e-1, 1e-2, 1e-3, 1e-4, 1e-5])
     return {
         "ode_euler": ode_method("euler", 1),
@@ -96,6 +106,8 @@ def make_methods(grid: str = "rho", rho: float = 7.0) -> Dict[str, Method]:
         "deis_rhork2_heun": deis_method("rhork", 2, 2),
         "deis_rhork3_kutta": deis_method("rhork", 3, 3),
         "deis_rhork4": deis_method("rhork", 4, 4),
+        "pc_vanilla": pc_method(False),
+        "pc_pds": pc_method(True),
     }
 
 
@@ -137,7 +149,7 @@ def run_problem(name: str, problem: Problem, methods: Dict[str, Method], targets
     for method_name, method in methods.items():
         rows = []
         for knob in method.knobs(targets):
-            sampler = method.build(sde, shape, eps, knob)
+            sampler = method.build(sde, shape, eps, knob, oracle)
             x, nfe = sampler(rng, score_fn)
             jax.block_until_ready(x)
             start = time.perf_counter()

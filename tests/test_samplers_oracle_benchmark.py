@@ -40,3 +40,4 @@ def test_method_table_is_extensible(bench):
     assert {"ode_euler", "ode_heun", "ode_adaptive_rk45", "deis_tab3", "deis_ipndm"} <= set(methods)
     assert methods["ode_heun"].knobs([5, 10, 20]) == [2, 5, 10]        # NFE // 2 steps
     assert methods["deis_rhork3_kutta"].knobs([2, 9]) == [3]          # budgets below one step are skipped
+    assert methods["pc_pds"].knobs([10, 20]) == [5, 10] and not methods["pc_pds"].deterministic
