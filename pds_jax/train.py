@@ -197,7 +197,11 @@ def latest_checkpoint(workdir: str) -> Optional[str]:
 
 
 def train_batches(config, batch_size: int, start_step: int, seed: int) -> Iterator[np.ndarray]:
-    """Training batches from step `start_step` on (NHWC float32, data space, augmented)."""
+    """Training batches from step `start_step` on (NHWC float32, data space, augmented).
+
+    The dataset is opened by this call (not at the first `next`), so a missing or
+    unreadable dataset raises `pds_jax.data.DatasetError` here.
+    """
     from pds_jax import data
 
     if config.data.dataset in data.LOCAL_DATASETS:
@@ -205,13 +209,19 @@ def train_batches(config, batch_size: int, start_step: int, seed: int) -> Iterat
         n = len(source)
         if n < batch_size:
             raise ValueError(f"training batch size {batch_size} exceeds the {n} images of the dataset")
-        step = start_step
-        while True:
-            rng = np.random.default_rng([seed, step])
-            idx = np.sort(rng.choice(n, size=batch_size, replace=False)).tolist()
-            yield data.finish_batch(data.preprocess_source(source, idx, config), config, rng, train=True)
-            step += 1
+        return _local_train_batches(source, config, batch_size, start_step, seed)
     # Streaming (tfds) datasets: reshuffled from the resume step; not bit-identical to an
     # uninterrupted run, but every run from the same checkpoint is.
-    yield from data.get_dataset(config, "train", batch_size, shuffle=True, seed=seed + start_step,
-                                drop_remainder=True, train=True, num_epochs=None)
+    return data.get_dataset(config, "train", batch_size, shuffle=True, seed=seed + start_step,
+                            drop_remainder=True, train=True, num_epochs=None)
+
+
+def _local_train_batches(source, config, batch_size, start_step, seed):
+    from pds_jax import data
+
+    step = start_step
+    while True:
+        rng = np.random.default_rng([seed, step])
+        idx = np.sort(rng.choice(len(source), size=batch_size, replace=False)).tolist()
+        yield data.finish_batch(data.preprocess_source(source, idx, config), config, rng, train=True)
+        step += 1

@@ -55,13 +55,22 @@ def run(config, workdir: str) -> dict:
 
     _check_schedule(config)
     t = config.training
+    resume = training.latest_checkpoint(workdir)
+    saved = checkpoints.load_score_sde(resume) if resume else None
+    start = int(saved["step"]) if saved else 0
+    # Open the data before building the model: a missing dataset fails in a second, not
+    # after the parameter initialisation has compiled (tens of seconds on CPU).
+    batches = training.train_batches(config, int(t.batch_size), start, int(config.seed))
+    # Held-out loss on the test split (image folders and array files have none: train).
+    eval_split = "train" if config.data.dataset in ("folder", "arrays") else "test"
+    eval_batches = data.get_dataset(config, eval_split, int(t.batch_size), shuffle=True,
+                                    seed=int(config.seed) + 1, drop_remainder=True, num_epochs=None)
     sde = get_sde(config)
     optimizer = training.get_optimizer(config)
     state = training.init_state(config, optimizer)
-    resume = training.latest_checkpoint(workdir)
-    if resume:
-        state = training.from_score_sde_dict(checkpoints.load_score_sde(resume), state)
-        print(f"resuming from {resume} (step {int(state.step)})")
+    if saved:
+        state = training.from_score_sde_dict(saved, state)
+        print(f"resuming from {resume} (step {start})")
     mesh = data_mesh()
     state = jax.device_put(state, replicated(mesh))
     shard = batch_sharding(mesh)
@@ -71,12 +80,6 @@ def run(config, workdir: str) -> dict:
     sampler = _snapshot_sampler(config, sde) if t.snapshot_sampling else None
     score = models.ScoreFunction(model=models.create_model(config), sde=sde, continuous=t.continuous)
 
-    start = int(state.step)
-    batches = training.train_batches(config, int(t.batch_size), start, int(config.seed))
-    # Held-out loss on the test split (image folders and array files have none: train).
-    eval_split = "train" if config.data.dataset in ("folder", "arrays") else "test"
-    eval_batches = data.get_dataset(config, eval_split, int(t.batch_size), shuffle=True,
-                                    seed=int(config.seed) + 1, drop_remainder=True, num_epochs=None)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     os.makedirs(workdir, exist_ok=True)
     eval_rng = jax.random.PRNGKey(int(config.seed) + 2)
