@@ -47,6 +47,19 @@ def with_resolved_filter_paths(config):
     return config
 
 
+def check_finite(x, what: str) -> None:
+    """Raise ValueError if a sampler returned NaN/Inf (uint8 conversion would hide it)."""
+    import numpy as np
+
+    bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise ValueError(
+            f"{what}: the sampler returned {bad} non-finite values (NaN/Inf) out of {np.size(x)}; "
+            "the images would be garbage, so nothing was saved for it. Usual causes: a diverged "
+            "checkpoint, or too few steps for the filters (lower sampling.pds.speed_up / --speed_up, "
+            "raise sampling.pds.alpha / --alpha, or sample without filters).")
+
+
 def checkpoint_path(config, workdir: Optional[str]) -> str:
     """`config.sampling.checkpoint`, or `<workdir>/checkpoints` (score_sde's layout) if empty."""
     path = config.sampling.checkpoint

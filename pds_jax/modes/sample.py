@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from pds_jax import images as image_io
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
-from pds_jax.modes.common import (config_hash, load_score_fn, run_header,
+from pds_jax.modes.common import (check_finite, config_hash, load_score_fn, run_header,
                                   with_resolved_filter_paths)
 
 GRID_SIZE = 64
@@ -90,6 +90,7 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
         x, nfe = sampler(jax.random.fold_in(key, b), score_fn)
         x = np.asarray(jax.device_get(x))
         timings[b] = time.perf_counter() - start
+        check_finite(x, f"batch {b} of {out}")
         nfes[b] = int(nfe)  # adaptive ODE solvers report a per-batch count
         atomic_save_npz(path, {"images": image_io.to_uint8(x)})
 
