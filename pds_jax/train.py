@@ -81,13 +81,15 @@ def adam_moments(opt_state):
 
 def with_adam_moments(opt_state, mu, nu, count):
     """`opt_state` with the Adam moments and every step counter replaced."""
-    count = jnp.asarray(count, jnp.int32)
+    count = int(count)
 
+    # A fresh array per counter: the train step donates the state, and one buffer in two
+    # leaves ("donate the same buffer twice") would make the first resumed step fail.
     def replace(s):
         if isinstance(s, optax.ScaleByAdamState):
-            return optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+            return optax.ScaleByAdamState(count=jnp.array(count, jnp.int32), mu=mu, nu=nu)
         if isinstance(s, optax.ScaleByScheduleState):
-            return optax.ScaleByScheduleState(count=count)
+            return optax.ScaleByScheduleState(count=jnp.array(count, jnp.int32))
         return s
 
     return _map_states(opt_state, replace)
