@@ -5,7 +5,7 @@ steps and at the end), checkpoints-meta/checkpoint_<step> (every
 training.snapshot_freq_for_preemption steps, only the latest kept), samples/
 iter_<step>.png (when training.snapshot_sampling), and metrics.jsonl (one JSON object
 per logged step: loss, eval loss, steps/s). Starting again in the same workdir resumes
-from the newest checkpoint.
+from the newest checkpoint (and forgets the metrics logged after it).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tqdm import tqdm
 from pds_jax import checkpoints
 from pds_jax import images as image_io
 from pds_jax import train as training
+from pds_jax.io_utils import atomic_write_text
 from pds_jax.sde import get_sde
 from pds_jax.sharding import batch_sharding, data_mesh, replicated
 
@@ -48,6 +49,26 @@ def _snapshot_sampler(config, sde):
 
     shape = (SNAPSHOT_SAMPLES, config.data.image_size, config.data.image_size, config.data.num_channels)
     return get_sampler(config, sde, shape, inverse_scaler=get_data_inverse_scaler(config))
+
+
+def _forget_metrics_after(path: str, step: int) -> None:
+    """Drop the metrics.jsonl records of steps after `step`, the step training resumes from.
+
+    A run killed between two checkpoints logged steps that the restart trains again;
+    without this they would appear twice (and a line cut by the kill would be invalid JSON).
+    """
+    if not os.path.exists(path):
+        return
+    keep = []
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+                keep.append(line.rstrip("\n") + "\n")
+    atomic_write_text(path, "".join(keep), overwrite=True)
 
 
 def run(config, workdir: str) -> dict:
@@ -82,6 +103,7 @@ def run(config, workdir: str) -> dict:
 
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     os.makedirs(workdir, exist_ok=True)
+    _forget_metrics_after(metrics_path, start)
     eval_rng = jax.random.PRNGKey(int(config.seed) + 2)
     last_log, window = time.perf_counter(), []
     report = {"start_step": start}
