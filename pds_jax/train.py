@@ -81,13 +81,15 @@ def adam_moments(opt_state):
 
 def with_adam_moments(opt_state, mu, nu, count):
     """`opt_state` with the Adam moments and every step counter replaced."""
-    count = jnp.asarray(count, jnp.int32)
+    count = int(count)
 
+    # A fresh array per counter: the train step donates the state, and one buffer in two
+    # leaves ("donate the same buffer twice") would make the first resumed step fail.
     def replace(s):
         if isinstance(s, optax.ScaleByAdamState):
-            return optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+            return optax.ScaleByAdamState(count=jnp.array(count, jnp.int32), mu=mu, nu=nu)
         if isinstance(s, optax.ScaleByScheduleState):
-            return optax.ScaleByScheduleState(count=count)
+            return optax.ScaleByScheduleState(count=jnp.array(count, jnp.int32))
         return s
 
     return _map_states(opt_state, replace)
@@ -101,7 +103,9 @@ def with_adam_moments(opt_state, mu, nu, count):
 def init_state(config, optimizer) -> TrainState:
     rng = jax.random.PRNGKey(config.seed)
     rng, init_rng = jax.random.split(rng)
-    params = models.init_params(config, init_rng)
+    # One jitted init instead of op-by-op: eager init compiles a random-number kernel per
+    # parameter shape (~100 small programs; 2x slower, and ~100 compilation-cache entries).
+    params = jax.jit(lambda key: models.init_params(config, key))(init_rng)
     # A separate copy: the train step donates the state, and a buffer cannot be donated twice.
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, params_ema=jax.tree.map(jnp.copy, params),
                       opt_state=optimizer.init(params), rng=rng)
@@ -197,7 +201,11 @@ def latest_checkpoint(workdir: str) -> Optional[str]:
 
 
 def train_batches(config, batch_size: int, start_step: int, seed: int) -> Iterator[np.ndarray]:
-    """Training batches from step `start_step` on (NHWC float32, data space, augmented)."""
+    """Training batches from step `start_step` on (NHWC float32, data space, augmented).
+
+    The dataset is opened by this call (not at the first `next`), so a missing or
+    unreadable dataset raises `pds_jax.data.DatasetError` here.
+    """
     from pds_jax import data
 
     if config.data.dataset in data.LOCAL_DATASETS:
@@ -205,13 +213,19 @@ def train_batches(config, batch_size: int, start_step: int, seed: int) -> Iterat
         n = len(source)
         if n < batch_size:
             raise ValueError(f"training batch size {batch_size} exceeds the {n} images of the dataset")
-        step = start_step
-        while True:
-            rng = np.random.default_rng([seed, step])
-            idx = np.sort(rng.choice(n, size=batch_size, replace=False)).tolist()
-            yield data.finish_batch(data.preprocess_source(source, idx, config), config, rng, train=True)
-            step += 1
+        return _local_train_batches(source, config, batch_size, start_step, seed)
     # Streaming (tfds) datasets: reshuffled from the resume step; not bit-identical to an
     # uninterrupted run, but every run from the same checkpoint is.
-    yield from data.get_dataset(config, "train", batch_size, shuffle=True, seed=seed + start_step,
-                                drop_remainder=True, train=True, num_epochs=None)
+    return data.get_dataset(config, "train", batch_size, shuffle=True, seed=seed + start_step,
+                            drop_remainder=True, train=True, num_epochs=None)
+
+
+def _local_train_batches(source, config, batch_size, start_step, seed):
+    from pds_jax import data
+
+    step = start_step
+    while True:
+        rng = np.random.default_rng([seed, step])
+        idx = np.sort(rng.choice(len(source), size=batch_size, replace=False)).tolist()
+        yield data.finish_batch(data.preprocess_source(source, idx, config), config, rng, train=True)
+        step += 1

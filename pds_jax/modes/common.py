@@ -35,6 +35,31 @@ def resolve_path(path: str) -> str:
     return candidate if os.path.exists(candidate) else path
 
 
+def with_resolved_filter_paths(config):
+    """A copy of `config` whose sampling.pds filter files are found like the checkpoint.
+
+    The shipped configs name repository files ('checkpoints/.../filters.npz'), so that
+    they work from any working directory, not only from the repository root.
+    """
+    config = config.copy_and_resolve_references()
+    for key in ("freq_filter", "space_filter"):
+        config.sampling.pds[key] = resolve_path(config.sampling.pds.get(key, "") or "")
+    return config
+
+
+def check_finite(x, what: str) -> None:
+    """Raise ValueError if a sampler returned NaN/Inf (uint8 conversion would hide it)."""
+    import numpy as np
+
+    bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise ValueError(
+            f"{what}: the sampler returned {bad} non-finite values (NaN/Inf) out of {np.size(x)}; "
+            "the images would be garbage, so nothing was saved for it. Usual causes: a diverged "
+            "checkpoint, or too few steps for the filters (lower sampling.pds.speed_up / --speed_up, "
+            "raise sampling.pds.alpha / --alpha, or sample without filters).")
+
+
 def checkpoint_path(config, workdir: Optional[str]) -> str:
     """`config.sampling.checkpoint`, or `<workdir>/checkpoints` (score_sde's layout) if empty."""
     path = config.sampling.checkpoint
@@ -58,7 +83,7 @@ def missing_checkpoint_message(config, path: str) -> str:
 
 
 def load_score_fn(config, workdir: Optional[str] = None, ema: bool = True):
-    """(sde, model, params, score_fn, checkpoint path) for the checkpoint a config names.
+    """(sde, model, params, score_fn, checkpoint file) for the checkpoint a config names.
 
     The parameter tree is checked against the model built from the config, so a
     checkpoint of another architecture fails with the list of differing paths.
@@ -69,8 +94,9 @@ def load_score_fn(config, workdir: Optional[str] = None, ema: bool = True):
     path = checkpoint_path(config, workdir)
     if not os.path.exists(path):
         raise FileNotFoundError(missing_checkpoint_message(config, path))
+    path = checkpoints.resolve_checkpoint(path)  # a folder → its newest file, named in errors and run.json
     params = checkpoints.load_params(path, ema=ema)
-    checkpoints.check_params(params, config)
+    checkpoints.check_params(params, config, checkpoint=path)
     sde = get_sde(config)
     model = models.create_model(config)
     score_fn = models.get_score_fn(sde, model, params, continuous=config.training.continuous)

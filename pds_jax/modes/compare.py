@@ -21,7 +21,7 @@ import numpy as np
 
 from pds_jax import images as image_io
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json, fresh_dir
-from pds_jax.modes.common import load_score_fn, run_header
+from pds_jax.modes.common import check_finite, load_score_fn, run_header
 from pds_jax.modes.sample import build_sampler, image_shape
 
 
@@ -64,6 +64,7 @@ def run(config, workdir: str, folder: str = "compare") -> dict:
         x, nfe = sampler(key, score_fn)
         x = np.asarray(jax.device_get(x))
         seconds = time.perf_counter() - start
+        check_finite(x, f"panel {name} of {out}")
         samples[name] = image_io.to_uint8(x)
         caption = f"{'PDS' if name.endswith('pds') else 'vanilla'}  {sampler.num_steps} steps  NFE {nfe}"
         grid = image_io.make_grid(samples[name])

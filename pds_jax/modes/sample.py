@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from pds_jax import images as image_io
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
-from pds_jax.modes.common import config_hash, load_score_fn, run_header
+from pds_jax.modes.common import (check_finite, config_hash, load_score_fn, run_header,
+                                  with_resolved_filter_paths)
 
 GRID_SIZE = 64
 
@@ -54,6 +55,7 @@ def build_sampler(config, sde, shape, inverse_scaler):
     from pds_jax.samplers import get_sampler
     from pds_jax.sharding import batch_sharding
 
+    config = with_resolved_filter_paths(config)
     precond = preconditioner_from_config(config)
     sharding = batch_sharding() if jax.device_count() > 1 and shape[0] % jax.device_count() == 0 else None
     return get_sampler(config, sde, shape, precond, inverse_scaler, sharding), precond
@@ -88,6 +90,7 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
         x, nfe = sampler(jax.random.fold_in(key, b), score_fn)
         x = np.asarray(jax.device_get(x))
         timings[b] = time.perf_counter() - start
+        check_finite(x, f"batch {b} of {out}")
         nfes[b] = int(nfe)  # adaptive ODE solvers report a per-batch count
         atomic_save_npz(path, {"images": image_io.to_uint8(x)})
 

@@ -5,7 +5,7 @@ steps and at the end), checkpoints-meta/checkpoint_<step> (every
 training.snapshot_freq_for_preemption steps, only the latest kept), samples/
 iter_<step>.png (when training.snapshot_sampling), and metrics.jsonl (one JSON object
 per logged step: loss, eval loss, steps/s). Starting again in the same workdir resumes
-from the newest checkpoint.
+from the newest checkpoint (and forgets the metrics logged after it).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tqdm import tqdm
 from pds_jax import checkpoints
 from pds_jax import images as image_io
 from pds_jax import train as training
+from pds_jax.io_utils import atomic_write_text
 from pds_jax.sde import get_sde
 from pds_jax.sharding import batch_sharding, data_mesh, replicated
 
@@ -50,18 +51,47 @@ def _snapshot_sampler(config, sde):
     return get_sampler(config, sde, shape, inverse_scaler=get_data_inverse_scaler(config))
 
 
+def _forget_metrics_after(path: str, step: int) -> None:
+    """Drop the metrics.jsonl records of steps after `step`, the step training resumes from.
+
+    A run killed between two checkpoints logged steps that the restart trains again;
+    without this they would appear twice (and a line cut by the kill would be invalid JSON).
+    """
+    if not os.path.exists(path):
+        return
+    keep = []
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+                keep.append(line.rstrip("\n") + "\n")
+    atomic_write_text(path, "".join(keep), overwrite=True)
+
+
 def run(config, workdir: str) -> dict:
     from pds_jax import data, models
 
     _check_schedule(config)
     t = config.training
+    resume = training.latest_checkpoint(workdir)
+    saved = checkpoints.load_score_sde(resume) if resume else None
+    start = int(saved["step"]) if saved else 0
+    # Open the data before building the model: a missing dataset fails in a second, not
+    # after the parameter initialisation has compiled (tens of seconds on CPU).
+    batches = training.train_batches(config, int(t.batch_size), start, int(config.seed))
+    # Held-out loss on the test split (image folders and array files have none: train).
+    eval_split = "train" if config.data.dataset in ("folder", "arrays") else "test"
+    eval_batches = data.get_dataset(config, eval_split, int(t.batch_size), shuffle=True,
+                                    seed=int(config.seed) + 1, drop_remainder=True, num_epochs=None)
     sde = get_sde(config)
     optimizer = training.get_optimizer(config)
     state = training.init_state(config, optimizer)
-    resume = training.latest_checkpoint(workdir)
-    if resume:
-        state = training.from_score_sde_dict(checkpoints.load_score_sde(resume), state)
-        print(f"resuming from {resume} (step {int(state.step)})")
+    if saved:
+        state = training.from_score_sde_dict(saved, state)
+        print(f"resuming from {resume} (step {start})")
     mesh = data_mesh()
     state = jax.device_put(state, replicated(mesh))
     shard = batch_sharding(mesh)
@@ -71,14 +101,9 @@ def run(config, workdir: str) -> dict:
     sampler = _snapshot_sampler(config, sde) if t.snapshot_sampling else None
     score = models.ScoreFunction(model=models.create_model(config), sde=sde, continuous=t.continuous)
 
-    start = int(state.step)
-    batches = training.train_batches(config, int(t.batch_size), start, int(config.seed))
-    # Held-out loss on the test split (image folders and array files have none: train).
-    eval_split = "train" if config.data.dataset in ("folder", "arrays") else "test"
-    eval_batches = data.get_dataset(config, eval_split, int(t.batch_size), shuffle=True,
-                                    seed=int(config.seed) + 1, drop_remainder=True, num_epochs=None)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     os.makedirs(workdir, exist_ok=True)
+    _forget_metrics_after(metrics_path, start)
     eval_rng = jax.random.PRNGKey(int(config.seed) + 2)
     last_log, window = time.perf_counter(), []
     report = {"start_step": start}
