@@ -48,7 +48,7 @@ import os
 import shlex
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -68,10 +68,10 @@ THUMBS = 8
 
 PRESETS = {
     # One H100, batch 1000: ~5-10 ms per network evaluation of a batch, ~5-10 s per compile.
-    "gpu": dict(num_samples=2000, batch_size=1000, num_scales=1000, sweep_steps=[10, 20, 50, 100, 200],
+    "gpu": dict(num_samples=2000, batch_size=1000, num_scales=1000, sweep_steps=[10, 25, 50, 100, 200],
                 alphas=[1.1, 1.25, 1.5, 2, 3, 5, 8, 16, 64], full_steps=[1000], full_alphas=[5],
                 deis_nfe=[10, 20, 50], ode_nfe=[20, 50, 100], adaptive_tols=[1e-3, 1e-5],
-                kid_subsets=20, time_budget=390.0),
+                kid_subsets=20, time_budget=380.0),
     # A CPU check that every path runs (use a tiny --config for tests).
     "smoke": dict(num_samples=8, batch_size=4, num_scales=None, sweep_steps=[2, 3], alphas=[2, 8],
                   full_steps=[], full_alphas=[], deis_nfe=[3], ode_nfe=[3], adaptive_tols=[],
@@ -93,7 +93,7 @@ class Job:
     name: str
     nfe: int                     # per sample and setting (estimate for adaptive)
     settings: int                # number of settings (α values) in the group
-    run: Callable[["Study"], List[dict]]
+    run: Callable[["Study"], Iterator[dict]]  # yields one row per setting as it finishes
 
 
 class Study:
@@ -128,7 +128,8 @@ class Study:
         self.compiled_pc = {}
         self.thumbs: Dict[str, np.ndarray] = {}
         self.compile_seconds: List[float] = []
-        self.seconds_per_bnfe: List[float] = []
+        self.batch_times: List[tuple] = []     # (NFE, seconds) of batches without compile/warm-up
+        self.metric_seconds: List[float] = []
 
     # ------------------------------------------------------------------ metrics
     def reference_floor(self) -> dict:
@@ -175,12 +176,13 @@ class Study:
             chunks.append(_to_uint8(np.where(bad, 0.0, x)))
         images = np.concatenate(chunks)[: self.args.num_samples]
         self.thumbs[label] = images[:THUMBS]
-        row = {"num_samples": int(len(images)), "nfe": float(np.mean(nfes)),
+        row = {"num_samples": int(len(images)), "nfe": float(np.mean(nfes)), "nfe_per_batch": nfes,
                "nonfinite_fraction": nonfinite / float(self.num_batches * self.shape[0]),
                "seconds_per_batch": seconds}
         start = time.perf_counter()
         row.update(self.measure(images))
         row["metric_seconds"] = time.perf_counter() - start
+        self.metric_seconds.append(row["metric_seconds"])
         return row
 
     def pc_program(self, steps: int):
@@ -205,16 +207,16 @@ class Study:
         self.compiled_pc[steps] = (compiled, sampler, template)
         return self.compiled_pc[steps]
 
-    def run_pc(self, steps: int, alphas: Sequence[Optional[float]]) -> List[dict]:
+    def run_pc(self, steps: int, alphas: Sequence[Optional[float]]) -> Iterator[dict]:
         """PC at N steps for each α (None = vanilla), all through one compiled program."""
         from pds_jax.precond import Preconditioner
         from pds_jax.samplers.pc import as_partial
 
+        fresh = steps not in self.compiled_pc
         compiled, sampler, template = self.pc_program(steps)
         score = as_partial(self.score_fn)
         mode = str(self.config.sampling.pds.normalization)
-        rows = []
-        for alpha in alphas:
+        for i, alpha in enumerate(alphas):
             if alpha is None:  # D = s = 1: the vanilla sampler, same program
                 precond = dataclasses.replace(template, **{
                     k: None if getattr(template, k) is None else self.jax.numpy.ones_like(getattr(template, k))
@@ -227,10 +229,9 @@ class Study:
             nfe = sampler.nfe
             row = self.draw(lambda rng: (compiled(rng, score, precond)[0], nfe), label)
             row.update(method=method, steps=steps, alpha=alpha, eps=sampler.eps, label=label)
-            rows.append(self._timed(row))
-        return rows
+            yield self._timed(row, skip_first=fresh and i == 0)  # first call after compile: warm-up
 
-    def run_ode_deis(self, method: str, knob) -> List[dict]:
+    def run_ode_deis(self, method: str, knob) -> Iterator[dict]:
         from pds_jax.samplers.deis import get_deis_sampler
         from pds_jax.samplers.ode import get_ode_sampler
 
@@ -257,23 +258,29 @@ class Study:
             self.compile_seconds.append(max(times[0] - float(np.mean(times[1:])), 0.0))
         row.update(method=method, steps=steps, alpha=None, tol=knob if method == "ode_rk45" else None,
                    label=label)
-        return [self._timed(row, skip_first=True)]
+        yield self._timed(row, skip_first=True)
 
     def _timed(self, row, skip_first=False) -> dict:
-        times = row["seconds_per_batch"][1:] if skip_first and len(row["seconds_per_batch"]) > 1 \
-            else row["seconds_per_batch"]
+        pairs = list(zip(row["nfe_per_batch"], row["seconds_per_batch"]))
+        self.batch_times += pairs[1:] if skip_first else pairs
         row["sample_seconds"] = float(np.sum(row["seconds_per_batch"]))
-        if row["nfe"] > 0 and times:
-            self.seconds_per_bnfe.append(float(np.mean(times)) / row["nfe"])
         return row
+
+    def seconds_per_batch_nfe(self) -> Optional[float]:
+        """Measured time of one network evaluation of a batch (NFE-weighted over clean batches)."""
+        nfe = sum(n for n, _ in self.batch_times)
+        return sum(t for _, t in self.batch_times) / nfe if nfe else None
 
     # --------------------------------------------------------------- estimates
     def estimate(self, job: Job, pc_steps: Optional[int] = None) -> float:
-        if not self.seconds_per_bnfe:
+        """Seconds `job` will take: compile (the longest so far) + its NFE at the measured rate
+        + the per-setting metric time (the longest so far)."""
+        per_bnfe = self.seconds_per_batch_nfe()
+        if per_bnfe is None:
             return 0.0  # nothing measured yet
-        per_bnfe = max(self.seconds_per_bnfe)
-        compile_s = 0.0 if pc_steps in self.compiled_pc else (max(self.compile_seconds) if self.compile_seconds else 30.0)
-        return compile_s + job.settings * (self.num_batches * job.nfe * per_bnfe + 1.0)
+        compile_s = 0.0 if pc_steps in self.compiled_pc else max(self.compile_seconds, default=30.0)
+        overhead = max(self.metric_seconds, default=1.0) + 0.5
+        return compile_s + job.settings * (self.num_batches * job.nfe * per_bnfe + overhead)
 
 
 def _speed_up_for(num_scales: int, steps: int) -> float:
@@ -318,8 +325,8 @@ def make_jobs(args) -> List[Job]:
     for n in args.full_steps:
         if args.full_alphas:
             jobs.append((n, pc(n, list(args.full_alphas))))
-    for tol in args.adaptive_tols:
-        jobs.append((None, one("ode_rk45", tol, 300)))
+    for tol in args.adaptive_tols:  # NFE guesses; the budget check needs one before the run
+        jobs.append((None, one("ode_rk45", tol, 150 if tol >= 1e-3 else 500)))
     return jobs
 
 
@@ -360,7 +367,7 @@ def run_study(config, args, out_path: str, log=print) -> dict:
 
     def save():
         report["timing"] = {"elapsed_s": time.perf_counter() - t0, "compile_s": study.compile_seconds,
-                            "seconds_per_batch_nfe": max(study.seconds_per_bnfe) if study.seconds_per_bnfe else None}
+                            "seconds_per_batch_nfe": study.seconds_per_batch_nfe()}
         io_utils.atomic_write_json(out_path, report, overwrite=True)
 
     for steps, job in make_jobs(args):
@@ -375,17 +382,16 @@ def run_study(config, args, out_path: str, log=print) -> dict:
             save()
             continue
         try:
-            rows = job.run(study)
+            for row in job.run(study):
+                report["results"].append(row)
+                kid = f"  KID {row['kid']:.5f}" if "kid" in row else ""
+                log(f"[{time.perf_counter() - t0:6.1f}s] {row['label']:28s} NFE {row['nfe']:7.1f}  "
+                    f"FID {row['fid']:9.4f}{kid}"
+                    + (f"  nonfinite {row['nonfinite_fraction']:.2f}" if row["nonfinite_fraction"] else ""))
+                save()
         except Exception as e:  # noqa: BLE001 - one broken setting must not lose the others
             report["failed"].append({"job": job.name, "error": f"{type(e).__name__}: {e}"})
             log(f"[{time.perf_counter() - t0:6.1f}s] FAILED {job.name}: {type(e).__name__}: {e}")
-            save()
-            continue
-        for row in rows:
-            report["results"].append(row)
-            kid = f"  KID {row['kid']:.5f}" if "kid" in row else ""
-            log(f"[{time.perf_counter() - t0:6.1f}s] {row['label']:28s} NFE {row['nfe']:7.1f}  FID {row['fid']:9.4f}{kid}"
-                + (f"  nonfinite {row['nonfinite_fraction']:.2f}" if row["nonfinite_fraction"] else ""))
             save()
     report["complete"] = not report["skipped"] and not report["failed"]
     save()

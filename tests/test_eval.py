@@ -131,6 +131,18 @@ def test_a_finished_eval_is_never_overwritten(ckpt_dir, tmp_path):
     assert open(os.path.join(first["output_dir"], "eval.json")).read() == before
 
 
+def test_eval_of_a_deterministic_sampler(ckpt_dir, tmp_path):
+    """Any configured sampler: DEIS tAB3 (PDS filters off: they apply to the PC sampler only)."""
+    config = tiny_eval_config(ckpt_dir)
+    config.sampling.method = "deis"
+    config.sampling.deis.num_steps = 3
+    config.sampling.pds.freq_filter = config.sampling.pds.space_filter = ""
+    report = eval_mode.run(config, str(tmp_path))
+    assert report["sampler"]["method"] == "deis" and report["sampler"]["deis"]["num_steps"] == 3
+    assert report["nfe_per_sample"] == 3 and report["nfe_per_batch"] == [3, 3]
+    assert np.isfinite(report["fid"])
+
+
 def test_inception_without_weights_fails_before_sampling(ckpt_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("PDS_JAX_INCEPTION_WEIGHTS", raising=False)
     config = tiny_eval_config(ckpt_dir)

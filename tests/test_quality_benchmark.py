@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import quality_vs_steps as qvs  # noqa: E402
 
-ROW_KEYS = {"method", "label", "steps", "alpha", "nfe", "num_samples", "fid", "kid", "kid_std",
+ROW_KEYS = {"method", "label", "steps", "alpha", "nfe", "nfe_per_batch", "num_samples", "fid", "kid", "kid_std",
             "nonfinite_fraction", "seconds_per_batch", "sample_seconds", "metric_seconds"}
 
 
@@ -65,7 +65,8 @@ def test_smoke_preset_writes_the_documented_json(smoke_run):
     out, result, _ = smoke_run
     with open(out) as f:
         report = json.load(f)
-    assert report["format"] == qvs.FORMAT and report["complete"] is True and report["skipped"] == []
+    assert report["format"] == qvs.FORMAT and report["complete"] is True
+    assert report["skipped"] == [] and report["failed"] == []
     assert {"command", "date", "device", "settings", "num_scales", "checkpoint", "filters", "pc"} <= set(report["meta"])
     assert report["meta"]["preset"] == "smoke" and report["meta"]["device"]["platform"] == "cpu"
     floor = report["reference"]["floor"]
@@ -134,6 +135,23 @@ def test_time_budget_skips_settings_and_keeps_partial_results(tiny_config_file, 
     assert [s["job"] for s in report["skipped"]] == ["deis_tab3 3", "deis_ipndm 3"]
     assert all("time budget" in s["reason"] for s in report["skipped"])
     assert not os.path.exists(qvs.output_paths(str(out))["rule"])
+
+
+def test_a_failing_setting_is_recorded_and_the_others_still_run(tiny_config_file, tmp_path, monkeypatch):
+    from pds_jax.samplers import deis
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(deis, "get_deis_sampler", broken)
+    out = tmp_path / "failed.json"
+    qvs.main(["--preset", "smoke", "--config", tiny_config_file, "--out", str(out), "--sweep-steps", "2",
+              "--alphas", "2", "3", "--ode-nfe", "3", "--no-fit"])
+    report = json.load(open(out))
+    assert report["complete"] is False and report["skipped"] == []
+    assert [f["job"] for f in report["failed"]] == ["deis_tab3 3", "deis_ipndm 3"]
+    assert "simulated failure" in report["failed"][0]["error"]
+    assert {r["method"] for r in report["results"]} == {"pc_vanilla", "pc_pds", "ode_heun", "ode_euler"}
 
 
 def test_outputs_are_never_overwritten_without_the_flag(smoke_run, tiny_config_file):
