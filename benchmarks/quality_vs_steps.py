@@ -71,7 +71,7 @@ PRESETS = {
     "gpu": dict(num_samples=2000, batch_size=1000, num_scales=1000, sweep_steps=[10, 25, 50, 100, 200],
                 alphas=[1.1, 1.25, 1.5, 2, 3, 5, 8, 16, 64], full_steps=[1000], full_alphas=[5],
                 deis_nfe=[10, 20, 50], ode_nfe=[20, 50, 100], adaptive_tols=[1e-3, 1e-5],
-                kid_subsets=20, time_budget=380.0),
+                kid_subsets=10, time_budget=380.0),
     # A CPU check that every path runs (use a tiny --config for tests).
     "smoke": dict(num_samples=8, batch_size=4, num_scales=None, sweep_steps=[2, 3], alphas=[2, 8],
                   full_steps=[], full_alphas=[], deis_nfe=[3], ode_nfe=[3], adaptive_tols=[],

@@ -28,6 +28,7 @@ def tiny_eval_config(ckpt_dir, stats_file=CLASSIFIER_TRAIN_STATS):
     config.model.update(dict(nf=4, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0,
                              num_scales=4))
     config.sampling.pds.speed_up = 1.0
+    config.sampling.pds.alpha = 5.0  # explicit: the default becomes 'auto' once a rule is installed
     config.sampling.checkpoint = str(ckpt_dir)
     config.eval.num_samples = 6
     config.eval.batch_size = 4
