@@ -70,6 +70,13 @@ def get_config():
     pds.freq_filter = 'checkpoints/fashion_mnist_ncsnpp/filters.npz'
     pds.space_filter = 'checkpoints/fashion_mnist_ncsnpp/filters.npz'
 
-    config.eval.feature_net = 'fashion_mnist'
-    config.eval.stats_file = 'checkpoints/fashion_mnist_classifier/fashion_mnist_train_stats.npz'
+    evaluate = config.eval
+    evaluate.feature_net = 'fashion_mnist'
+    # 60k train images, mean/cov only (FID). fashion_mnist_test_stats.npz beside it holds the
+    # 10k test-set features too, which KID needs.
+    evaluate.stats_file = 'checkpoints/fashion_mnist_classifier/fashion_mnist_train_stats.npz'
+    # --mode=eval: 256 samples take a few minutes on a CPU (PDS, 100 steps); FID from 256
+    # samples is biased upward, so compare runs at equal num_samples only.
+    evaluate.num_samples = 256
+    evaluate.batch_size = 128
     return config

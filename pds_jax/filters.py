@@ -345,17 +345,23 @@ def load_statistic(path: str, kind: str, config, source: str = "") -> np.ndarray
     raise ValueError(f"{source}: filter files are official PDS .npy or pds_jax .npz files")
 
 
-def preconditioner_from_config(config):
+def preconditioner_from_config(config, alpha=None):
     """The `pds_jax.precond.Preconditioner` of config.sampling.pds.
 
     Reads alpha, normalization ('normalized' | 'legacy'), freq_filter and space_filter
     (paths to an official .npy or a pds_jax .npz — R resp. A is taken from it; '' = not
     used) and solenoidal_omega (optional, default 0). Both paths empty gives the
     identity (the vanilla sampler).
+
+    alpha is a number > 1 or 'auto': the fitted rule `pds_jax.alpha_rule` at the number
+    of PC steps this config runs, int(model.num_scales / speed_up). Pass `alpha` to
+    override the config's value (e.g. in an α sweep).
     """
+    from pds_jax import alpha_rule
     from pds_jax.precond import Preconditioner
 
     pds = config.sampling.pds
+    alpha = alpha_rule.parse_alpha(pds.alpha if alpha is None else alpha)  # fails early on a typo
     shape = (int(config.data.image_size), int(config.data.image_size), int(config.data.num_channels))
     omega = float(pds.get("solenoidal_omega", 0.0) or 0.0)
     stats = {}
@@ -367,6 +373,11 @@ def preconditioner_from_config(config):
         if omega:
             return Preconditioner.from_filters(None, None, shape=shape, solenoidal_omega=omega)
         return Preconditioner.identity(shape)
-    return Preconditioner.from_arrays(freq=stats.get("freq"), space=stats.get("space"),
-                                      alpha=float(pds.alpha), mode=str(pds.normalization),
-                                      solenoidal_omega=omega)
+    if alpha == alpha_rule.AUTO:
+        if str(pds.normalization) != "normalized":
+            raise ValueError(
+                f"config.sampling.pds.alpha='auto' is fitted for normalization='normalized' (α has "
+                f"another meaning for the unnormalised statistics of {pds.normalization!r}); set a number")
+        alpha = alpha_rule.load_rule()(alpha_rule.pc_num_steps(config))
+    return Preconditioner.from_arrays(freq=stats.get("freq"), space=stats.get("space"), alpha=alpha,
+                                      mode=str(pds.normalization), solenoidal_omega=omega)

@@ -91,7 +91,7 @@ def test_config_has_the_full_schema(name):
     assert not missing, f"configs/{name}.py lacks {missing}"
     assert config.seed == 42
     pds = config.sampling.pds
-    assert pds.normalization in ("normalized", "legacy") and pds.alpha == 5.0
+    assert pds.normalization in ("normalized", "legacy") and pds.alpha in (5.0, "auto")  # 'auto': the α(N) rule
     assert config.sampling.seed == 0 and isinstance(config.sampling.checkpoint, str)
     assert config.estimate.num_images == 200 and config.estimate.batch_size == 50
 

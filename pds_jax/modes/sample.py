@@ -65,6 +65,40 @@ def image_shape(config):
     return (config.data.image_size, config.data.image_size, config.data.num_channels)
 
 
+def draw_batches(sampler, score_fn, key, num_batches: int, batch_dir: str, desc: str = "sampling") -> dict:
+    """Draw the batches of a resumable run that are not on disk yet.
+
+    Batch k uses the key `fold_in(key, k)` and is written atomically, as soon as it is
+    done, to `<batch_dir>/batch_<k>.npz` (uint8 NHWC `images` and its `nfe`), so an
+    interrupted run redrawn with the same key gives the same images. Returns
+    {k: {'seconds', 'nfe'}} for the batches drawn by this call (the first includes
+    the compile).
+    """
+    drawn = {}
+    for b in tqdm(range(num_batches), desc=desc, unit="batch"):
+        path = os.path.join(batch_dir, f"batch_{b:05d}.npz")
+        if os.path.exists(path):
+            continue
+        start = time.perf_counter()
+        x, nfe = sampler(jax.random.fold_in(key, b), score_fn)
+        x = np.asarray(jax.device_get(x))
+        drawn[b] = {"seconds": time.perf_counter() - start, "nfe": int(nfe)}
+        check_finite(x, f"batch {b} in {batch_dir}")
+        atomic_save_npz(path, {"images": image_io.to_uint8(x), "nfe": np.int64(nfe)})
+    return drawn
+
+
+def load_batches(batch_dir: str, num_samples: int):
+    """(images uint8 NHWC [:num_samples], per-batch NFE or None where unknown) of a run's batches."""
+    files = sorted(glob.glob(os.path.join(batch_dir, "batch_*.npz")))
+    images, nfes = [], []
+    for f in files:
+        with np.load(f) as data:
+            images.append(data["images"])
+            nfes.append(int(data["nfe"]) if "nfe" in data.files else None)
+    return np.concatenate(images)[:num_samples], nfes
+
+
 def run(config, workdir: str, folder: str = "samples") -> dict:
     from pds_jax.data import get_data_inverse_scaler
 
@@ -81,21 +115,11 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
                       {"config_hash": config_hash(config), "complete": False}, overwrite=True)
     key = jax.random.PRNGKey(config.sampling.seed)
     n_batches = math.ceil(num_samples / batch)
-    timings, nfes = {}, {}
-    for b in tqdm(range(n_batches), desc=f"sampling {num_samples} images", unit="batch"):
-        path = os.path.join(out, "batches", f"batch_{b:05d}.npz")
-        if os.path.exists(path):
-            continue
-        start = time.perf_counter()
-        x, nfe = sampler(jax.random.fold_in(key, b), score_fn)
-        x = np.asarray(jax.device_get(x))
-        timings[b] = time.perf_counter() - start
-        check_finite(x, f"batch {b} of {out}")
-        nfes[b] = int(nfe)  # adaptive ODE solvers report a per-batch count
-        atomic_save_npz(path, {"images": image_io.to_uint8(x)})
+    drawn = draw_batches(sampler, score_fn, key, n_batches, os.path.join(out, "batches"),
+                         desc=f"sampling {num_samples} images")
+    timings = {b: d["seconds"] for b, d in drawn.items()}
 
-    files = sorted(glob.glob(os.path.join(out, "batches", "batch_*.npz")))
-    samples = np.concatenate([np.load(f)["images"] for f in files])[:num_samples]
+    samples, nfes = load_batches(os.path.join(out, "batches"), num_samples)
     atomic_save_npz(os.path.join(out, "samples.npz"), {"images": samples}, overwrite=True)
     for i, img in enumerate(samples):
         image_io.save_png(os.path.join(out, "images", f"sample_{i:05d}.png"), img, overwrite=True)
@@ -110,7 +134,7 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
         "batch_size": batch,
         "method": config.sampling.method,
         "num_steps": getattr(sampler, "num_steps", None),
-        "nfe_per_batch": [nfes[b] for b in sorted(nfes)],
+        "nfe_per_batch": nfes,  # adaptive ODE solvers use a different count per batch
         "preconditioner": precond.describe() if precond is not None else None,
         "wall_time_per_batch_s": times,
         "first_batch_s_incl_compile": times[0] if times else None,

@@ -1,0 +1,537 @@
+"""Sample quality vs NFE of every sampler on the embedded Fashion-MNIST model, and PDS's α(N).
+
+On the shipped VE NCSN++ (configs/fashion_mnist_pds.py, model.num_scales = 1000 unless
+--num-scales says otherwise) it draws `--num-samples` images per setting and measures the
+domain FID (Fashion-MNIST classifier features, `pds_jax.feature_nets`) against the 60k
+train-set statistics and the KID against the 10k test-set features, for
+
+* PC, vanilla and PDS (the shipped filters), at N steps (NFE = 2N: Langevin corrector +
+  reverse-diffusion predictor; N = 1000 is the full schedule = 2000 NFE). PDS runs the
+  official speed-up schedule (N = num_scales / k, eps · k); at every N in --sweep-steps
+  α runs over --alphas (the α sweep);
+* the probability-flow ODE: Euler and Heun on the EDM ρ grid (+1 NFE Tweedie denoising)
+  and adaptive Dormand–Prince RK45 at --adaptive-tols;
+* DEIS: tAB3 and iPNDM (order 3) on the ρ grid.
+
+Every setting uses the same keys (batch k: fold_in(seed, k)), so settings differ by the
+sampler only. One compiled program serves all α at a given N and the vanilla sampler too:
+the preconditioner is an argument of the compiled PC sampler, and vanilla is PDS with
+filters D = s = 1 (identical to the plain sampler up to FFT round-off; DESIGN §3).
+
+The settings run in priority order (α sweeps at small N first, the 2000-NFE runs and the
+adaptive solver last) under --time-budget: a setting whose estimated cost (measured time
+per network evaluation and per compile so far) would overrun the budget is skipped and
+listed in the JSON. The raw results are rewritten after every setting, so a run cut short
+keeps what it measured; the fit comes second and can be redone from them:
+
+    # GPU (one H100; at most ~7 minutes including compiles: the budget is 380 s):
+    python benchmarks/quality_vs_steps.py --out $OUT/quality_vs_steps.json
+    # tiny CPU run (tests):
+    python benchmarks/quality_vs_steps.py --preset smoke --out /tmp/q.json
+    # refit from raw results, write rule + plots next to --out, install pds_jax/alpha_rule.json:
+    python benchmarks/quality_vs_steps.py --fit-only RESULTS.json --install
+
+Files (for --out X.json): X.json (raw), X_alpha_rule.json (the fitted rule with its
+quality), X.png (FID and KID vs NFE), X_alpha.png (FID vs α per N; best α vs N with the
+rule), X_samples.png (the first samples of a few settings); tables and plots are drawn by
+benchmarks/quality_report.py. The rule's form and quality measure: `pds_jax.alpha_rule`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.util
+import math
+import os
+import shlex
+import sys
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # run from a checkout
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from pds_jax import alpha_rule, io_utils  # noqa: E402
+from quality_report import (plot_alpha, plot_quality, plot_samples, summary_table,  # noqa: E402
+                            sweeps_from)
+
+FORMAT = "pds_jax.quality_vs_steps/1"
+DEFAULT_CONFIG = os.path.join(REPO, "configs", "fashion_mnist_pds.py")
+DEFAULT_OUT = os.path.join(REPO, "benchmarks", "results", "quality_vs_steps.json")
+KID_FEATURES = os.path.join(REPO, "checkpoints", "fashion_mnist_classifier", "fashion_mnist_test_stats.npz")
+THUMBS = 8
+
+PRESETS = {
+    # One H100, batch 1000: ~5-10 ms per network evaluation of a batch, ~5-10 s per compile.
+    "gpu": dict(num_samples=2000, batch_size=1000, num_scales=1000, sweep_steps=[10, 25, 50, 100, 200],
+                alphas=[1.1, 1.25, 1.5, 2, 3, 5, 8, 16, 64], full_steps=[1000], full_alphas=[5],
+                deis_nfe=[10, 20, 50], ode_nfe=[20, 50, 100], adaptive_tols=[1e-3, 1e-5],
+                kid_subsets=10, time_budget=380.0),
+    # A CPU check that every path runs (use a tiny --config for tests).
+    "smoke": dict(num_samples=8, batch_size=4, num_scales=None, sweep_steps=[2, 3], alphas=[2, 8],
+                  full_steps=[], full_alphas=[], deis_nfe=[3], ode_nfe=[3], adaptive_tols=[],
+                  kid_subsets=5, time_budget=None),
+}
+
+
+# ------------------------------------------------------------------------- the study
+
+
+@dataclasses.dataclass
+class Job:
+    """Settings that share one compiled program; `nfe` × `settings` is its cost estimate."""
+
+    name: str
+    nfe: int                     # per sample and setting (estimate for adaptive)
+    settings: int                # number of settings (α values) in the group
+    run: Callable[["Study"], Iterator[dict]]  # yields one row per setting as it finishes
+
+
+class Study:
+    """Model, references and measurement helpers shared by all jobs."""
+
+    def __init__(self, config, args, log=print):
+        import jax
+
+        from pds_jax import feature_nets, filters, metrics
+        from pds_jax.data import get_data_inverse_scaler
+        from pds_jax.modes.common import load_score_fn, resolve_path
+
+        self.jax, self.metrics, self.log, self.args = jax, metrics, log, args
+        self.config = config
+        self.sde, _, _, self.score_fn, self.checkpoint = load_score_fn(config)
+        size, channels = config.data.image_size, config.data.num_channels
+        self.shape = (args.batch_size, size, size, channels)
+        self.num_batches = math.ceil(args.num_samples / args.batch_size)
+        self.inverse = get_data_inverse_scaler(config)
+        self.key = jax.random.PRNGKey(args.seed)
+        pds = config.sampling.pds
+        self.raw = {kind: filters.load_statistic(resolve_path(pds[f"{kind}_filter"]), kind, config)
+                    for kind in ("freq", "space") if pds[f"{kind}_filter"]}
+        if not self.raw:
+            raise ValueError("the PDS sweep needs config.sampling.pds.freq_filter and/or space_filter")
+        self.extractor = feature_nets.get_feature_fn(str(config.eval.feature_net))
+        self.fid_ref = metrics.load_statistics(resolve_path(args.fid_stats), self.extractor.name, self.extractor.dim)
+        self.kid_ref = (metrics.load_statistics(resolve_path(args.kid_stats), self.extractor.name,
+                                                self.extractor.dim) if args.kid_stats else None)
+        if self.kid_ref is not None and self.kid_ref.features is None:
+            raise ValueError(f"--kid-stats {args.kid_stats} holds no raw features")
+        self.compiled_pc = {}
+        self.thumbs: Dict[str, np.ndarray] = {}
+        self.compile_seconds: List[float] = []
+        self.batch_times: List[tuple] = []     # (NFE, seconds) of batches without compile/warm-up
+        self.metric_seconds: List[float] = []
+
+    # ------------------------------------------------------------------ metrics
+    def reference_floor(self) -> dict:
+        """FID/KID of n real test images (n = --num-samples): the finite-sample floor."""
+        if self.kid_ref is None:
+            return {}
+        feats = self.kid_ref.features
+        n = min(self.args.num_samples, len(feats) // 2)
+        real = self._stats(feats[:n])
+        out = {"n": n, "fid": self.metrics.fid_from_statistics(real, self.fid_ref),
+               "note": f"first {n} test images vs the references (KID: vs the other test images)"}
+        kid = self.metrics.kid(feats[:n], feats[n:], num_subsets=self.args.kid_subsets)
+        out.update(kid=kid.mean, kid_std=kid.std)
+        return out
+
+    def _stats(self, feats):
+        f = np.asarray(feats, np.float64)
+        return self.metrics.FeatureStatistics(f.mean(0), np.cov(f, rowvar=False), len(f),
+                                              self.extractor.name, features=feats)
+
+    def measure(self, images: np.ndarray) -> dict:
+        """FID (vs --fid-stats) and KID (vs --kid-stats) of uint8 NHWC samples."""
+        feats = self.metrics.compute_features(images, self.extractor, batch_size=min(len(images), 1000),
+                                              progress=False)
+        stats = self._stats(feats)
+        out = {"fid": self.metrics.fid_from_statistics(stats, self.fid_ref)}
+        if self.kid_ref is not None:
+            kid = self.metrics.kid(feats, self.kid_ref.features, num_subsets=self.args.kid_subsets)
+            out.update(kid=kid.mean, kid_std=kid.std)
+        return out
+
+    # ----------------------------------------------------------------- sampling
+    def draw(self, call: Callable, label: str) -> dict:
+        """Run `call(rng) -> (x, nfe)` on every batch; uint8 samples + timing + metrics."""
+        chunks, nfes, seconds, nonfinite = [], [], [], 0
+        for b in range(self.num_batches):
+            start = time.perf_counter()
+            x, nfe = call(self.jax.random.fold_in(self.key, b))
+            x = np.asarray(x, np.float32)
+            seconds.append(time.perf_counter() - start)
+            nfes.append(int(nfe))
+            bad = ~np.isfinite(x)
+            nonfinite += int(bad.any(axis=(1, 2, 3)).sum())
+            chunks.append(_to_uint8(np.where(bad, 0.0, x)))
+        images = np.concatenate(chunks)[: self.args.num_samples]
+        self.thumbs[label] = images[:THUMBS]
+        row = {"num_samples": int(len(images)), "nfe": float(np.mean(nfes)), "nfe_per_batch": nfes,
+               "nonfinite_fraction": nonfinite / float(self.num_batches * self.shape[0]),
+               "seconds_per_batch": seconds}
+        start = time.perf_counter()
+        row.update(self.measure(images))
+        row["metric_seconds"] = time.perf_counter() - start
+        self.metric_seconds.append(row["metric_seconds"])
+        return row
+
+    def pc_program(self, steps: int):
+        """The compiled PC sampler for N steps (cached), taking the preconditioner as an argument."""
+        if steps in self.compiled_pc:
+            return self.compiled_pc[steps]
+        from pds_jax.precond import Preconditioner
+        from pds_jax.samplers.pc import get_pc_sampler
+
+        k = _speed_up_for(int(self.config.model.num_scales), steps)
+        template = Preconditioner.from_arrays(self.raw.get("freq"), self.raw.get("space"), alpha=5.0,
+                                              mode=str(self.config.sampling.pds.normalization))
+        s = self.config.sampling
+        sampler = get_pc_sampler(self.sde, self.shape, predictor=s.predictor, corrector=s.corrector, snr=s.snr,
+                                 n_steps=s.n_steps_each, probability_flow=s.probability_flow,
+                                 denoise=s.noise_removal, precond=template, speed_up=k,
+                                 inverse_scaler=self.inverse)
+        assert sampler.num_steps == steps, (sampler.num_steps, steps)
+        start = time.perf_counter()
+        compiled = sampler.lower(self.key, self.score_fn).compile()
+        self.compile_seconds.append(time.perf_counter() - start)
+        self.compiled_pc[steps] = (compiled, sampler, template)
+        return self.compiled_pc[steps]
+
+    def run_pc(self, steps: int, alphas: Sequence[Optional[float]]) -> Iterator[dict]:
+        """PC at N steps for each α (None = vanilla), all through one compiled program."""
+        from pds_jax.precond import Preconditioner
+        from pds_jax.samplers.pc import as_partial
+
+        fresh = steps not in self.compiled_pc
+        compiled, sampler, template = self.pc_program(steps)
+        score = as_partial(self.score_fn)
+        mode = str(self.config.sampling.pds.normalization)
+        for i, alpha in enumerate(alphas):
+            if alpha is None:  # D = s = 1: the vanilla sampler, same program
+                precond = dataclasses.replace(template, **{
+                    k: None if getattr(template, k) is None else self.jax.numpy.ones_like(getattr(template, k))
+                    for k in ("freq", "space")})
+                method, label = "pc_vanilla", f"pc_vanilla N={steps}"
+            else:
+                precond = Preconditioner.from_arrays(self.raw.get("freq"), self.raw.get("space"),
+                                                     alpha=float(alpha), mode=mode, fft=template.fft)
+                method, label = "pc_pds", f"pc_pds N={steps} alpha={alpha:g}"
+            nfe = sampler.nfe
+            row = self.draw(lambda rng: (compiled(rng, score, precond)[0], nfe), label)
+            row.update(method=method, steps=steps, alpha=alpha, eps=sampler.eps, label=label)
+            yield self._timed(row, skip_first=fresh and i == 0)  # first call after compile: warm-up
+
+    def run_ode_deis(self, method: str, knob) -> Iterator[dict]:
+        from pds_jax.samplers.deis import get_deis_sampler
+        from pds_jax.samplers.ode import get_ode_sampler
+
+        o, shape = self.config.sampling.ode, self.shape
+        if method == "ode_rk45":
+            sampler = get_ode_sampler(self.sde, shape, "adaptive", rtol=knob, atol=knob, denoise=True)
+            label, steps = f"ode_rk45 tol={knob:g}", None
+        elif method in ("ode_euler", "ode_heun"):
+            solver = method[4:]
+            steps = (knob - 1) if solver == "euler" else (knob - 1) // 2  # + 1 NFE denoising
+            if steps < 1:
+                raise ValueError(f"{method}: an NFE budget of {knob} leaves no ODE step")
+            sampler = get_ode_sampler(self.sde, shape, solver, steps, grid=o.grid, rho=o.rho, denoise=True)
+            label = f"{method} NFE={sampler.nfe}"
+        else:
+            steps = knob
+            sampler = get_deis_sampler(self.sde, shape, steps, method="tab" if method == "deis_tab3" else "ipndm",
+                                       order=3, grid=self.config.sampling.deis.grid, rho=self.config.sampling.deis.rho)
+            label = f"{method} NFE={sampler.nfe}"
+        row = self.draw(lambda rng: _mapped(sampler(rng, self.score_fn), self.inverse), label)
+        # the first batch includes the compile of these samplers (module-level jit)
+        times = row["seconds_per_batch"]
+        if len(times) > 1:
+            self.compile_seconds.append(max(times[0] - float(np.mean(times[1:])), 0.0))
+        row.update(method=method, steps=steps, alpha=None, tol=knob if method == "ode_rk45" else None,
+                   label=label)
+        yield self._timed(row, skip_first=True)
+
+    def _timed(self, row, skip_first=False) -> dict:
+        pairs = list(zip(row["nfe_per_batch"], row["seconds_per_batch"]))
+        self.batch_times += pairs[1:] if skip_first else pairs
+        row["sample_seconds"] = float(np.sum(row["seconds_per_batch"]))
+        return row
+
+    def seconds_per_batch_nfe(self) -> Optional[float]:
+        """Measured time of one network evaluation of a batch (NFE-weighted over clean batches)."""
+        nfe = sum(n for n, _ in self.batch_times)
+        return sum(t for _, t in self.batch_times) / nfe if nfe else None
+
+    # --------------------------------------------------------------- estimates
+    def estimate(self, job: Job, pc_steps: Optional[int] = None) -> float:
+        """Seconds `job` will take: compile (the longest so far) + its NFE at the measured rate
+        + the per-setting metric time (the longest so far)."""
+        per_bnfe = self.seconds_per_batch_nfe()
+        if per_bnfe is None:
+            return 0.0  # nothing measured yet
+        compile_s = 0.0 if pc_steps in self.compiled_pc else max(self.compile_seconds, default=30.0)
+        overhead = max(self.metric_seconds, default=1.0) + 0.5
+        return compile_s + job.settings * (self.num_batches * job.nfe * per_bnfe + overhead)
+
+
+def _speed_up_for(num_scales: int, steps: int) -> float:
+    """k with int(num_scales / k) == steps (float division can land on steps − 1)."""
+    if not 1 <= steps <= num_scales:
+        raise ValueError(f"{steps} PC steps do not fit a schedule of model.num_scales={num_scales}")
+    for k in (num_scales / steps, num_scales / (steps + 1e-6)):
+        if int(num_scales / k) == steps:
+            return k
+    raise AssertionError((num_scales, steps))
+
+
+def _mapped(out, fn):
+    x, nfe = out
+    return fn(x), nfe
+
+
+def _to_uint8(x):
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def make_jobs(args) -> List[Job]:
+    """All settings in priority order (see the module docstring)."""
+    jobs = []
+    pc = lambda steps, alphas: Job(  # noqa: E731
+        f"pc N={steps} " + ("vanilla+" if None in alphas else "") + f"alpha in {[a for a in alphas if a is not None]}",
+        2 * steps, len(alphas), lambda st: st.run_pc(steps, alphas))
+    small = [n for n in args.sweep_steps if n < 200] or args.sweep_steps
+    large = [n for n in args.sweep_steps if n not in small]
+    for n in small:
+        jobs.append((n, pc(n, [None] + list(args.alphas))))
+    one = lambda method, knob, nfe: Job(f"{method} {knob:g}", nfe, 1,  # noqa: E731
+                                        lambda st: st.run_ode_deis(method, knob))
+    for nfe in args.deis_nfe:
+        jobs += [(None, one("deis_tab3", nfe, nfe)), (None, one("deis_ipndm", nfe, nfe))]
+    for nfe in args.ode_nfe:
+        jobs += [(None, one("ode_heun", nfe, nfe)), (None, one("ode_euler", nfe, nfe))]
+    for n in args.full_steps:
+        jobs.append((n, pc(n, [None])))
+    for n in large:
+        jobs.append((n, pc(n, [None] + list(args.alphas))))
+    for n in args.full_steps:
+        if args.full_alphas:
+            jobs.append((n, pc(n, list(args.full_alphas))))
+    for tol in args.adaptive_tols:  # NFE guesses; the budget check needs one before the run
+        jobs.append((None, one("ode_rk45", tol, 150 if tol >= 1e-3 else 500)))
+    return jobs
+
+
+def run_study(config, args, out_path: str, log=print) -> dict:
+    import jax
+
+    from pds_jax.modes.common import config_hash, device_info
+
+    t0 = time.perf_counter()
+    study = Study(config, args, log)
+    report = {
+        "format": FORMAT,
+        "meta": {"script": "benchmarks/quality_vs_steps.py", "command": args.command,
+                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "device": device_info(), "preset": args.preset, "config_file": args.config,
+                 "config_hash": config_hash(config), "checkpoint": study.checkpoint,
+                 "num_scales": int(config.model.num_scales), "sde": repr(study.sde),
+                 "pc": {"predictor": config.sampling.predictor, "corrector": config.sampling.corrector,
+                        "snr": float(config.sampling.snr), "n_steps_each": int(config.sampling.n_steps_each),
+                        "noise_removal": bool(config.sampling.noise_removal)},
+                 "filters": {"freq": config.sampling.pds.freq_filter, "space": config.sampling.pds.space_filter,
+                             "normalization": config.sampling.pds.normalization},
+                 "vanilla_note": "pc_vanilla runs the PDS program with filters D = s = 1 (the vanilla "
+                                 "sampler up to FFT round-off)",
+                 "ode": {"grid": config.sampling.ode.grid, "rho": float(config.sampling.ode.rho),
+                         "denoise": True},
+                 "settings": {k: getattr(args, k) for k in (
+                     "num_samples", "batch_size", "seed", "sweep_steps", "alphas", "full_steps", "full_alphas",
+                     "deis_nfe", "ode_nfe", "adaptive_tols", "kid_subsets", "time_budget")}},
+        "reference": {"fid_stats": args.fid_stats, "fid_count": study.fid_ref.count,
+                      "kid_features": args.kid_stats or None,
+                      "kid_count": None if study.kid_ref is None else study.kid_ref.count,
+                      "floor": study.reference_floor()},
+        "results": [], "skipped": [], "failed": [], "timing": {}, "complete": False,
+    }
+    log(f"[{time.perf_counter() - t0:6.1f}s] {jax.devices()[0].device_kind}: {study.num_batches} batch(es) of "
+        f"{args.batch_size} per setting; floor {report['reference']['floor']}")
+
+    def save():
+        report["timing"] = {"elapsed_s": time.perf_counter() - t0, "compile_s": study.compile_seconds,
+                            "seconds_per_batch_nfe": study.seconds_per_batch_nfe()}
+        io_utils.atomic_write_json(out_path, report, overwrite=True)
+
+    for steps, job in make_jobs(args):
+        elapsed = time.perf_counter() - t0
+        estimate = study.estimate(job, steps)
+        first = not report["results"]  # the top-priority job always runs
+        if args.time_budget is not None and not first and elapsed + estimate > args.time_budget:
+            report["skipped"].append({"job": job.name, "estimated_s": estimate,
+                                      "reason": f"time budget: {elapsed:.0f} s elapsed + {estimate:.0f} s "
+                                                f"estimated > {args.time_budget:g} s"})
+            log(f"[{elapsed:6.1f}s] skip {job.name} (estimated {estimate:.0f} s)")
+            save()
+            continue
+        try:
+            for row in job.run(study):
+                report["results"].append(row)
+                kid = f"  KID {row['kid']:.5f}" if "kid" in row else ""
+                log(f"[{time.perf_counter() - t0:6.1f}s] {row['label']:28s} NFE {row['nfe']:7.1f}  "
+                    f"FID {row['fid']:9.4f}{kid}"
+                    + (f"  nonfinite {row['nonfinite_fraction']:.2f}" if row["nonfinite_fraction"] else ""))
+                save()
+        except Exception as e:  # noqa: BLE001 - one broken setting must not lose the others
+            report["failed"].append({"job": job.name, "error": f"{type(e).__name__}: {e}"})
+            log(f"[{time.perf_counter() - t0:6.1f}s] FAILED {job.name}: {type(e).__name__}: {e}")
+            save()
+    report["complete"] = not report["skipped"] and not report["failed"]
+    save()
+    report["_thumbs"] = study.thumbs
+    return report
+
+
+# ------------------------------------------------------------------------ the fit
+
+
+def fit(report: dict, results_path: str, form: str = "auto") -> alpha_rule.AlphaRule:
+    sweeps = sweeps_from(report)
+    if not sweeps:
+        raise ValueError(f"{results_path}: no α sweep (>= 2 PDS α values at one step count) to fit")
+    meta = report["meta"]
+    device = meta.get("device", {})
+    provenance = {"results": os.path.basename(results_path), "study_command": meta.get("command"),
+                  "study_date": meta.get("date"), "device": f"{device.get('device_kind')} ({device.get('platform')})",
+                  "jax": device.get("jax"), "preset": meta.get("preset"),
+                  "num_samples": meta.get("settings", {}).get("num_samples"),
+                  "num_scales": meta.get("num_scales"), "checkpoint": meta.get("checkpoint"),
+                  "filters": meta.get("filters"), "metric": "domain FID (fashion_mnist features) vs train stats",
+                  "fit_date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if meta.get("preset") != "gpu":
+        provenance["warning"] = (f"fitted on a '{meta.get('preset')}' run: NOT a real measurement; do not install")
+    return alpha_rule.fit_rule(sweeps, form=form, provenance=provenance)
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def load_config_file(path: str):
+    """`get_config()` of an ml_collections config file (as `config_flags` loads it)."""
+    spec = importlib.util.spec_from_file_location("quality_config", path)
+    if spec is None:
+        raise FileNotFoundError(f"config file {path} not found")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def output_paths(out: str) -> Dict[str, str]:
+    stem = os.path.splitext(out)[0]
+    return {"results": out, "rule": stem + "_alpha_rule.json", "quality_png": stem + ".png",
+            "alpha_png": stem + "_alpha.png", "samples_png": stem + "_samples.png"}
+
+
+def write_fit(report: dict, results_path: str, paths: Dict[str, str], form: str, overwrite: bool,
+              log=print) -> Optional[alpha_rule.AlphaRule]:
+    try:
+        rule = fit(report, results_path, form)
+    except ValueError as e:
+        log(f"no alpha rule: {e}")
+        rule = None
+    if rule is not None:
+        alpha_rule.save_rule(rule, paths["rule"], overwrite=overwrite)
+        q = rule.quality
+        log(f"alpha rule ({rule.form}): {rule.formula()}")
+        for n, o in q["optima"].items():
+            log(f"  N={n:>5s}: best alpha {o['alpha']:7.3f} (grid {o['alpha_grid']:g}{', ' + o['edge'] + ' edge' if o['edge'] else ''})"
+                f"  FID {o['fid']:.4f}  regret: rule {q['fid_regret'][rule.form][n]:+.4f}, alpha=5 "
+                f"{q['fid_regret']['alpha_5'][n]:+.4f}")
+        if "power" in q["fid_regret"]:
+            log(f"  power-law fit: {q['power_fit']}")
+    io_utils.atomic_write_bytes(paths["alpha_png"], plot_alpha(report, rule), overwrite=overwrite)
+    io_utils.atomic_write_bytes(paths["quality_png"], plot_quality(report), overwrite=overwrite)
+    return rule
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="gpu")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="ml_collections config file of the model")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="raw results JSON; the other files go next to it")
+    parser.add_argument("--num-samples", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--num-scales", type=int, help="model.num_scales: the full schedule (1000 for gpu)")
+    parser.add_argument("--sweep-steps", type=int, nargs="*", help="PC steps N of the α sweeps")
+    parser.add_argument("--alphas", type=float, nargs="*")
+    parser.add_argument("--full-steps", type=int, nargs="*", help="long PC runs (vanilla, then --full-alphas)")
+    parser.add_argument("--full-alphas", type=float, nargs="*")
+    parser.add_argument("--deis-nfe", type=int, nargs="*")
+    parser.add_argument("--ode-nfe", type=int, nargs="*", help="NFE budgets of Euler/Heun (incl. denoising)")
+    parser.add_argument("--adaptive-tols", type=float, nargs="*")
+    parser.add_argument("--kid-subsets", type=int)
+    parser.add_argument("--time-budget", type=float, help="seconds; later settings that would overrun are skipped")
+    parser.add_argument("--fid-stats", default=None, help="default: config.eval.stats_file (60k train)")
+    parser.add_argument("--kid-stats", default=KID_FEATURES, help="statistics with raw features; '' = no KID")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-fit", action="store_true", help="raw results only")
+    parser.add_argument("--fit-only", metavar="RESULTS", help="fit (and plot) from an existing raw results JSON")
+    parser.add_argument("--form", choices=alpha_rule.FORMS + ("auto",), default="auto")
+    parser.add_argument("--install", action="store_true", help=f"also write the rule to {alpha_rule.RULE_PATH}")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.command = "python benchmarks/quality_vs_steps.py " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    paths = output_paths(args.out)
+    if args.fit_only:
+        import json
+
+        with open(args.fit_only) as f:
+            report = json.load(f)
+        if report.get("format") != FORMAT:
+            raise SystemExit(f"{args.fit_only}: not a quality_vs_steps results file")
+        if os.path.abspath(args.fit_only) != os.path.abspath(args.out):
+            io_utils.atomic_write_json(args.out, report, overwrite=args.overwrite)
+        rule = write_fit(report, args.fit_only, paths, args.form, overwrite=True)
+        if args.install:
+            if rule is None:
+                raise SystemExit("nothing to install")
+            if "warning" in rule.provenance:
+                raise SystemExit(f"refusing to install: {rule.provenance['warning']}")
+            alpha_rule.save_rule(rule, alpha_rule.RULE_PATH, overwrite=True)
+            print(f"installed {alpha_rule.RULE_PATH}: {rule.formula()}")
+        return {"report": report, "rule": rule}
+
+    for path in paths.values():
+        io_utils.check_writable(path, args.overwrite)
+    config = load_config_file(args.config)
+    if args.num_scales:
+        config.model.num_scales = args.num_scales
+    args.fid_stats = args.fid_stats or str(config.eval.stats_file)
+    report = run_study(config, args, args.out)
+    thumbs = report.pop("_thumbs")
+    samples_png = plot_samples(dict(report, _thumbs=thumbs))
+    if samples_png:
+        io_utils.atomic_write_bytes(paths["samples_png"], samples_png, overwrite=args.overwrite)
+    print(summary_table(report))
+    rule = None if args.no_fit else write_fit(report, args.out, paths, args.form, args.overwrite)
+    print(f"wrote {', '.join(p for p in paths.values() if os.path.exists(p))} "
+          f"({report['timing']['elapsed_s']:.0f} s, {len(report['results'])} settings, "
+          f"{len(report['skipped'])} skipped)")
+    return {"report": report, "rule": rule}
+
+
+if __name__ == "__main__":
+    main()

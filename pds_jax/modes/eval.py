@@ -1,0 +1,211 @@
+"""`main.py --mode=eval`: FID and KID of samples from the configured sampler.
+
+    python main.py --mode=eval --config=configs/fashion_mnist_pds.py --workdir=runs/fm
+
+Draws `config.eval.num_samples` images with whatever `config.sampling` describes (PC,
+vanilla or PDS; probability-flow ODE; DEIS) in batches of **`config.eval.batch_size`**
+(as score_sde's `evaluate`; `sampling.batch_size` is the sample mode's), computes the
+features of `config.eval.feature_net`, and compares them with the reference statistics
+in `config.eval.stats_file`:
+
+* FID always (`pds_jax.metrics.fid_from_statistics`);
+* KID when the reference file holds the raw features (`save_statistics` of statistics
+  computed with `keep_features=True`); otherwise it is skipped and eval.json says why.
+
+Outputs under `<workdir>/<folder>/` (a new folder per config, resumable like sample
+mode: an interrupted run started again with the same config draws only the missing
+batches, with the same per-batch keys):
+
+  batches/batch_<k>.npz   uint8 NHWC samples and NFE of batch k, written as it finishes
+  samples.npz             all samples (uint8 NHWC)
+  grid.png                the first 64 samples
+  eval.json               FID, KID, number of samples, NFE, steps, wall times (sampling,
+                          features), device, config hash, the sampler description
+
+FID from few samples is biased upward (the covariance of N samples is noisy), so
+compare numbers only at equal sample counts and with the same reference file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import jax
+import numpy as np
+
+from pds_jax import images as image_io
+from pds_jax.io_utils import atomic_save_npz, atomic_write_json
+from pds_jax.modes.common import config_hash, load_score_fn, resolve_path, run_header
+from pds_jax.modes.sample import (GRID_SIZE, build_sampler, draw_batches, image_shape, load_batches,
+                                  output_dir)
+
+FID_NOTE = ("FID from N samples is biased upward (more so for small N); compare values only at equal "
+            "sample counts against the same reference statistics")
+
+
+def feature_extractor(config):
+    """`feature_nets.get_feature_fn` for config.eval (Inception weights from eval.inception_weights)."""
+    from pds_jax import feature_nets
+
+    name = str(config.eval.feature_net)
+    weights = str(config.eval.get("inception_weights", "") or "") if name == "inception" else ""
+    if name == "inception" and not weights and not os.environ.get(feature_nets.INCEPTION_ENV_VAR):
+        from pds_jax import inception
+
+        raise ValueError(
+            "config.eval.feature_net='inception' needs the FID Inception-v3 weights, which no package "
+            f"ships: download {inception.WEIGHTS_URL}, convert it once with `python "
+            f"scripts/convert_fid_inception_weights.py {inception.WEIGHTS_FILENAME} fid_inception.npz` "
+            "(needs torch), then pass --config.eval.inception_weights=fid_inception.npz (or set "
+            f"${feature_nets.INCEPTION_ENV_VAR}). For the Fashion-MNIST model use "
+            "--config.eval.feature_net=fashion_mnist (shipped).")
+    if weights:
+        weights = resolve_path(weights)
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"config.eval.inception_weights={weights}: no such file (convert it "
+                                    "with scripts/convert_fid_inception_weights.py)")
+    return feature_nets.get_feature_fn(name, weights or None)
+
+
+def reference_statistics(config, extractor):
+    """The FeatureStatistics of config.eval.stats_file, checked against the feature net."""
+    from pds_jax import metrics
+
+    path = str(config.eval.stats_file or "")
+    if not path:
+        raise ValueError(
+            "config.eval.stats_file is empty: point it at reference feature statistics made with the "
+            f"same feature net ({config.eval.feature_net!r}), e.g. computed with "
+            "pds_jax.metrics.compute_statistics(images, get_feature_fn(...), keep_features=True) and "
+            "saved with pds_jax.metrics.save_statistics(path, stats)")
+    return metrics.load_statistics(resolve_path(path), feature_net=extractor.name, dim=extractor.dim)
+
+
+def _check_feature_input(extractor, shape) -> None:
+    """Fail before sampling if the feature net cannot take images of `shape` (H, W, C)."""
+    try:
+        jax.eval_shape(extractor.apply, extractor.params, jax.ShapeDtypeStruct((1,) + tuple(shape), np.float32))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"config.eval.feature_net={extractor.name!r} cannot evaluate the model's "
+                         f"{shape[0]}×{shape[1]}×{shape[2]} images: {e}") from e
+
+
+def describe_sampler(config, sampler, precond) -> dict:
+    """What drew the samples, for eval.json (method, steps, NFE, PDS filters and α)."""
+    from pds_jax import alpha_rule
+
+    s = config.sampling
+    method = str(s.method).lower()
+    out = {"method": method, "num_steps": getattr(sampler, "num_steps", None),
+           "nfe_per_batch": int(sampler.nfe) if isinstance(getattr(sampler, "nfe", None), int) else None}
+    if method == "pc":
+        out.update(predictor=s.predictor, corrector=s.corrector, snr=float(s.snr),
+                   n_steps_each=int(s.n_steps_each), noise_removal=bool(s.noise_removal),
+                   probability_flow=bool(s.probability_flow), speed_up=float(s.pds.speed_up),
+                   eps=getattr(sampler, "eps", None))
+        pds = precond is not None and not precond.is_identity
+        out["pds"] = None if not pds else {
+            "alpha_config": s.pds.alpha,
+            "alpha": (alpha_rule.config_alpha(config) if (s.pds.freq_filter or s.pds.space_filter)
+                      else None),
+            "normalization": s.pds.normalization, "freq_filter": s.pds.freq_filter,
+            "space_filter": s.pds.space_filter, "filters": precond.describe()}
+    elif method == "ode":
+        out["ode"] = s.ode.to_dict()
+    elif method == "deis":
+        out["deis"] = s.deis.to_dict()
+    return out
+
+
+def _eval_sizes(config):
+    n = int(config.eval.num_samples)
+    batch = int(config.eval.batch_size)
+    if n < 2 or batch < 1:
+        raise ValueError(f"config.eval.num_samples (got {n}) must be >= 2 (a covariance needs two "
+                         f"samples) and config.eval.batch_size (got {batch}) >= 1")
+    return n, min(batch, n)
+
+
+def run(config, workdir: str, folder: str = "eval") -> dict:
+    from pds_jax import metrics
+    from pds_jax.data import get_data_inverse_scaler
+
+    num_samples, batch = _eval_sizes(config)
+    # Everything that can fail cheaply fails before the sampling.
+    extractor = feature_extractor(config)
+    shape = image_shape(config)
+    _check_feature_input(extractor, shape)
+    reference = reference_statistics(config, extractor)
+    if reference.image_size and tuple(reference.image_size) != tuple(shape):
+        print(f"warning: the reference statistics were computed on {reference.image_size} images, the "
+              f"samples are {shape}; the distance mixes resolution with quality")
+    sde, _model, _params, score_fn, ckpt = load_score_fn(config, workdir)
+    sampler, precond = build_sampler(config, sde, (batch,) + shape, get_data_inverse_scaler(config))
+    sampler_info = describe_sampler(config, sampler, precond)
+
+    out = output_dir(workdir, folder, config)
+    atomic_write_json(os.path.join(out, "progress.json"),
+                      {"config_hash": config_hash(config), "complete": False}, overwrite=True)
+    num_batches = math.ceil(num_samples / batch)
+    drawn = draw_batches(sampler, score_fn, jax.random.PRNGKey(config.sampling.seed), num_batches,
+                         os.path.join(out, "batches"), desc=f"sampling {num_samples} images")
+    samples, nfes = load_batches(os.path.join(out, "batches"), num_samples)
+
+    start = time.perf_counter()
+    stats = metrics.compute_statistics(samples, extractor, batch_size=min(batch, 1000),
+                                       keep_features=reference.features is not None, dataset="samples")
+    feature_seconds = time.perf_counter() - start
+    fid = metrics.fid_from_statistics(stats, reference)
+    if reference.features is not None:
+        kid = metrics.kid_from_statistics(stats, reference)
+        kid_result, kid_note = {"mean": kid.mean, "std": kid.std}, (
+            f"unbiased MMD² (cubic kernel), {metrics.KID_NUM_SUBSETS} subsets of "
+            f"{min(metrics.KID_SUBSET_SIZE, num_samples, len(reference.features))}")
+    else:
+        kid_result, kid_note = None, (
+            f"skipped: {config.eval.stats_file} holds only mean/covariance, no raw features, which KID "
+            "needs; use a statistics file saved with keep_features=True (for Fashion-MNIST: "
+            "checkpoints/fashion_mnist_classifier/fashion_mnist_test_stats.npz)")
+
+    known = [n for n in nfes if n is not None]
+    sampling_seconds = [d["seconds"] for _, d in sorted(drawn.items())]
+    report = run_header(config, "eval")
+    report.update({
+        "checkpoint": ckpt,
+        "output_dir": out,
+        "fid": fid,
+        "kid": kid_result,
+        "kid_note": kid_note,
+        "fid_note": FID_NOTE,
+        "num_samples": int(samples.shape[0]),
+        "batch_size": batch,
+        "batch_size_source": "config.eval.batch_size",
+        "num_steps": sampler_info["num_steps"],
+        "nfe_per_sample": float(np.mean(known)) if known else None,
+        "nfe_per_batch": nfes,
+        "sampler": sampler_info,
+        "feature_net": extractor.name,
+        "reference": {"stats_file": str(config.eval.stats_file), "count": reference.count,
+                      "dataset": reference.dataset, "image_size": list(reference.image_size),
+                      "has_features": reference.features is not None},
+        "wall_time": {"sampling_s": float(sum(sampling_seconds)),
+                      "sampling_per_batch_s": sampling_seconds,
+                      "first_batch_s_incl_compile": sampling_seconds[0] if sampling_seconds else None,
+                      "features_s": feature_seconds},
+        "resumed_batches": num_batches - len(drawn),
+    })
+    atomic_save_npz(os.path.join(out, "samples.npz"), {"images": samples}, overwrite=True)
+    image_io.save_png(os.path.join(out, "grid.png"), image_io.make_grid(samples[:GRID_SIZE]), overwrite=True)
+    atomic_write_json(os.path.join(out, "eval.json"), report, overwrite=True)
+    atomic_write_json(os.path.join(out, "progress.json"),
+                      {"config_hash": config_hash(config), "complete": True}, overwrite=True)
+    kid_text = (f"KID {kid_result['mean']:.5f} ± {kid_result['std']:.5f}" if kid_result
+                else "KID skipped (no raw reference features)")
+    print(f"{extractor.name} FID {fid:.4f}   {kid_text}   {samples.shape[0]} samples, "
+          f"{sampler_info['method']} {sampler_info['num_steps'] or ''} steps, NFE "
+          f"{report['nfe_per_sample']}   sampling {report['wall_time']['sampling_s']:.1f} s, features "
+          f"{feature_seconds:.1f} s")
+    print(f"wrote {os.path.join(out, 'eval.json')} and grid.png")
+    return report
