@@ -35,6 +35,8 @@ def test_parse_alpha_rejects_bad_values_clearly(value, message):
 
 def test_pc_num_steps_is_the_sampler_formula():
     config = load_config("fashion_mnist_pds")
+    config.model.num_scales = 1000
+    config.sampling.pds.speed_up = 10.0
     assert alpha_rule.pc_num_steps(config) == 100          # 1000 / 10
     config.sampling.pds.speed_up = 3.0
     assert alpha_rule.pc_num_steps(config) == 333          # int(1000 / 3), as get_pc_sampler
