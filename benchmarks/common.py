@@ -71,6 +71,14 @@ def add_common_flags(parser: argparse.ArgumentParser, repeats: int, budget_s: fl
                         help="config overrides for every network, e.g. model.nf=4 'model.ch_mult=(1,2)'")
 
 
+def apply_preset(args: argparse.Namespace, presets: dict) -> argparse.Namespace:
+    """Fill every flag left unset (None) from `presets[args.preset]`."""
+    for key, value in presets[args.preset].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
+
+
 def setup_jax(args) -> None:
     if args.matmul_precision != "default":
         jax.config.update("jax_default_matmul_precision", args.matmul_precision)

@@ -59,11 +59,7 @@ def parse_args(argv):
     parser.add_argument("--compile-steps", type=int, nargs="+", default=None)
     parser.add_argument("--forward-calls", type=int, default=None, help="jitted forward calls per timed round")
     common.add_common_flags(parser, repeats=None, budget_s=None)
-    args = parser.parse_args(argv)
-    for key, value in PRESETS[args.preset].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
+    return common.apply_preset(parser.parse_args(argv), PRESETS)
 
 
 def compile_sweep(sde, shape, score_fn, precond, steps, kwargs) -> list:

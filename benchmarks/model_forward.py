@@ -16,33 +16,18 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.traverse_util import flatten_dict, unflatten_dict
 
 from pds_jax import models
+from pds_jax.timing import random_params
 from pds_jax.io_utils import atomic_write_json
 
 DEFAULT_CONFIGS = ["ve/ffhq_ncsnpp_continuous", "ve/bedroom_ncsnpp_continuous"]
 
 
-def random_params(config, seed=0):
-    rng = np.random.default_rng(seed)
-    flat = {}
-    for path, shape in flatten_dict(models.param_shapes(config)).items():
-        shape = tuple(shape.shape)
-        if path[-1] in ("bias", "b"):
-            flat[path] = np.zeros(shape, np.float32)
-        elif path[-1] == "scale":
-            flat[path] = np.ones(shape, np.float32)
-        else:
-            fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
-            flat[path] = (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
-    return unflatten_dict(flat)
-
-
 def time_forward(name, batch, repeats):
     config = importlib.import_module("configs." + name.replace("/", ".")).get_config()
     model = models.create_model(config)
-    params = jax.device_put(random_params(config))
+    params = random_params(config)
     size, channels = config.data.image_size, config.data.num_channels
     x = jax.random.uniform(jax.random.PRNGKey(0), (batch, size, size, channels))
     labels = jnp.ones((batch,), jnp.float32)

@@ -62,11 +62,7 @@ def parse_args(argv):
     parser.add_argument("--config-override", action="append", default=[], metavar="CASE=CONFIG",
                         help="time another config for a case (e.g. a small one for tests)")
     common.add_common_flags(parser, repeats=None, budget_s=None)
-    args = parser.parse_args(argv)
-    for key, value in PRESETS[args.preset].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
+    return common.apply_preset(parser.parse_args(argv), PRESETS)
 
 
 def sampler_result(measured: dict, full_steps: int, nfe_per_step: int) -> dict:

@@ -70,11 +70,7 @@ def parse_args(argv):
                         help="shape of the trivial-score run (0 0 0 0 skips it)")
     parser.add_argument("--trivial-steps", type=int, nargs="+", default=None)
     common.add_common_flags(parser, repeats=None, budget_s=None)
-    args = parser.parse_args(argv)
-    for key, value in PRESETS[args.preset].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
+    return common.apply_preset(parser.parse_args(argv), PRESETS)
 
 
 def case_result(families: dict) -> dict:

@@ -310,8 +310,7 @@ class subVPSDE(_BetaScheduleMixin, SDE):
     """sub-VP SDE: dx = −½ β x dt + √(β (1 − e^{−2∫β})) dw.
 
     The discrete tables (`alphas`, used by the Langevin corrector) are the VP ones:
-    score_sde's JAX subVPSDE has none and its corrector would fail there; the
-    PyTorch port uses the VP values too.
+    score_sde's subVPSDE defines none, so its Langevin corrector fails on a sub-VP SDE.
     """
 
     beta_min: float = 0.1
