@@ -75,7 +75,7 @@ def get_config():
     # 60k train images, mean/cov only (FID). fashion_mnist_test_stats.npz beside it holds the
     # 10k test-set features too, which KID needs.
     evaluate.stats_file = 'checkpoints/fashion_mnist_classifier/fashion_mnist_train_stats.npz'
-    # --mode=eval: 256 samples take a few minutes on a CPU (PDS, 100 steps); FID from 256
+    # --mode=eval: 256 samples take a few minutes on a CPU (PDS, 50 steps); FID from 256
     # samples is biased upward, so compare runs at equal num_samples only.
     evaluate.num_samples = 256
     evaluate.batch_size = 128
