@@ -126,7 +126,8 @@ def installed_rule(tmp_path, monkeypatch):
 
 
 def test_auto_resolves_with_the_pc_steps_actually_run(installed_rule):
-    config = load_config("fashion_mnist_pds")                 # 1000 scales, speed_up 10: N = 100
+    config = load_config("fashion_mnist_pds")
+    config.model.num_scales, config.sampling.pds.speed_up = 1000, 10.0  # N = 100
     config.sampling.pds.alpha = "auto"
     auto = preconditioner_from_config(config)
     config.sampling.pds.alpha = installed_rule(100)           # = 5
@@ -183,7 +184,8 @@ def test_command_line_alpha_values_and_the_official_alias(installed_rule, monkey
 
     config_file = os.path.join(ROOT, "configs", "fashion_mnist_pds.py")
     cases = [(["--alpha=3"], 3.0, 3.0), (["--config.sampling.pds.alpha=2.5"], 2.5, 2.5),
-             (["--config.sampling.pds.alpha=auto"], "auto", installed_rule(100)),
+             (["--config.sampling.pds.alpha=auto"], "auto",
+              installed_rule(alpha_rule.pc_num_steps(load_config("fashion_mnist_pds")))),
              (["--config.sampling.pds.alpha=auto", "--alpha=8"], 8.0, 8.0)]
     for extra, value, resolved in cases:
         argv = ["main.py", f"--config={config_file}", "--workdir=unused"] + extra
