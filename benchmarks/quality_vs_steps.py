@@ -22,7 +22,9 @@ The settings run in priority order (α sweeps at small N first, the 2000-NFE run
 adaptive solver last) under --time-budget: a setting whose estimated cost (measured time
 per network evaluation and per compile so far) would overrun the budget is skipped and
 listed in the JSON. The raw results are rewritten after every setting, so a run cut short
-keeps what it measured; the fit comes second and can be redone from them:
+keeps what it measured and `--resume X.json --out X.json` continues it (rows already measured
+are kept, not re-run; the model and sampling settings must match). The fit comes second and
+can be redone from the raw results:
 
     # GPU (one H100; at most ~7 minutes including compiles: the budget is 380 s):
     python benchmarks/quality_vs_steps.py --out $OUT/quality_vs_steps.json
@@ -90,6 +92,7 @@ class Job:
     nfe: int                     # per sample and setting (estimate for adaptive)
     settings: int                # number of settings (α values) in the group
     run: Callable[["Study"], Iterator[dict]]  # yields one row per setting as it finishes
+    labels: Optional[List[str]] = None  # result labels, where known before the run (--resume)
 
 
 class Study:
@@ -121,6 +124,7 @@ class Study:
                                                 self.extractor.dim) if args.kid_stats else None)
         if self.kid_ref is not None and self.kid_ref.features is None:
             raise ValueError(f"--kid-stats {args.kid_stats} holds no raw features")
+        self.done: set = set()  # labels measured by an earlier run (--resume)
         self.compiled_pc = {}
         self.thumbs: Dict[str, np.ndarray] = {}
         self.compile_seconds: List[float] = []
@@ -208,6 +212,9 @@ class Study:
         from pds_jax.precond import Preconditioner
         from pds_jax.samplers.pc import as_partial
 
+        alphas = [a for a in alphas if _pc_label(steps, a) not in self.done]
+        if not alphas:
+            return
         fresh = steps not in self.compiled_pc
         compiled, sampler, template = self.pc_program(steps)
         score = as_partial(self.score_fn)
@@ -217,11 +224,11 @@ class Study:
                 precond = dataclasses.replace(template, **{
                     k: None if getattr(template, k) is None else self.jax.numpy.ones_like(getattr(template, k))
                     for k in ("freq", "space")})
-                method, label = "pc_vanilla", f"pc_vanilla N={steps}"
+                method, label = "pc_vanilla", _pc_label(steps, alpha)
             else:
                 precond = Preconditioner.from_arrays(self.raw.get("freq"), self.raw.get("space"),
                                                      alpha=float(alpha), mode=mode, fft=template.fft)
-                method, label = "pc_pds", f"pc_pds N={steps} alpha={alpha:g}"
+                method, label = "pc_pds", _pc_label(steps, alpha)
             nfe = sampler.nfe
             row = self.draw(lambda rng: (compiled(rng, score, precond)[0], nfe), label)
             row.update(method=method, steps=steps, alpha=alpha, eps=sampler.eps, label=label)
@@ -247,6 +254,8 @@ class Study:
             sampler = get_deis_sampler(self.sde, shape, steps, method="tab" if method == "deis_tab3" else "ipndm",
                                        order=3, grid=self.config.sampling.deis.grid, rho=self.config.sampling.deis.rho)
             label = f"{method} NFE={sampler.nfe}"
+        if label in self.done:
+            return
         row = self.draw(lambda rng: _mapped(sampler(rng, self.score_fn), self.inverse), label)
         # the first batch includes the compile of these samplers (module-level jit)
         times = row["seconds_per_batch"]
@@ -279,6 +288,10 @@ class Study:
         return compile_s + job.settings * (self.num_batches * job.nfe * per_bnfe + overhead)
 
 
+def _pc_label(steps: int, alpha: Optional[float]) -> str:
+    return f"pc_vanilla N={steps}" if alpha is None else f"pc_pds N={steps} alpha={alpha:g}"
+
+
 def _speed_up_for(num_scales: int, steps: int) -> float:
     """k with int(num_scales / k) == steps (float division can land on steps − 1)."""
     if not 1 <= steps <= num_scales:
@@ -303,7 +316,7 @@ def make_jobs(args) -> List[Job]:
     jobs = []
     pc = lambda steps, alphas: Job(  # noqa: E731
         f"pc N={steps} " + ("vanilla+" if None in alphas else "") + f"alpha in {[a for a in alphas if a is not None]}",
-        2 * steps, len(alphas), lambda st: st.run_pc(steps, alphas))
+        2 * steps, len(alphas), lambda st: st.run_pc(steps, alphas), [_pc_label(steps, a) for a in alphas])
     small = [n for n in args.sweep_steps if n < 200] or args.sweep_steps
     large = [n for n in args.sweep_steps if n not in small]
     for n in small:
@@ -358,6 +371,8 @@ def run_study(config, args, out_path: str, log=print) -> dict:
                       "floor": study.reference_floor()},
         "results": [], "skipped": [], "failed": [], "timing": {}, "complete": False,
     }
+    if args.resume:
+        report = _resume(report, args.resume, study)
     log(f"[{time.perf_counter() - t0:6.1f}s] {jax.devices()[0].device_kind}: {study.num_batches} batch(es) of "
         f"{args.batch_size} per setting; floor {report['reference']['floor']}")
 
@@ -367,6 +382,12 @@ def run_study(config, args, out_path: str, log=print) -> dict:
         io_utils.atomic_write_json(out_path, report, overwrite=True)
 
     for steps, job in make_jobs(args):
+        if job.labels is not None:
+            left = [label for label in job.labels if label not in study.done]
+            if not left:
+                log(f"skip {job.name}: measured by the resumed run")
+                continue
+            job = dataclasses.replace(job, settings=len(left))
         elapsed = time.perf_counter() - t0
         estimate = study.estimate(job, steps)
         first = not report["results"]  # the top-priority job always runs
@@ -393,6 +414,35 @@ def run_study(config, args, out_path: str, log=print) -> dict:
     save()
     report["_thumbs"] = study.thumbs
     return report
+
+
+# Settings that must agree for rows of an earlier run to stand next to new ones.
+RESUME_KEYS = ("num_samples", "batch_size", "seed", "kid_subsets")
+
+
+def _resume(report: dict, path: str, study: Study) -> dict:
+    """`report` continued from the raw results at `path`: its rows are kept (and not re-measured)
+    when the model, schedule, references and sampling settings are the same."""
+    import json
+
+    with open(path) as f:
+        old = json.load(f)
+    if old.get("format") != FORMAT:
+        raise SystemExit(f"--resume {path}: not a quality_vs_steps results file")
+    new_meta, old_meta = report["meta"], old["meta"]
+    pairs = [("config_hash", old_meta.get("config_hash"), new_meta["config_hash"]),
+             ("num_scales", old_meta.get("num_scales"), new_meta["num_scales"]),
+             ("fid_stats", old["reference"].get("fid_stats"), report["reference"]["fid_stats"])]
+    pairs += [(k, old_meta.get("settings", {}).get(k), new_meta["settings"][k]) for k in RESUME_KEYS]
+    bad = [f"{k}: {a!r} there, {b!r} now" for k, a, b in pairs if a != b]
+    if bad:
+        raise SystemExit(f"--resume {path}: the runs differ ({'; '.join(bad)}); "
+                         "use the same options or start a new --out")
+    meta = dict(old_meta, settings=new_meta["settings"])
+    meta["resumed"] = old_meta.get("resumed", []) + [{"date": new_meta["date"], "command": new_meta["command"],
+                                                      "device": new_meta["device"]}]
+    study.done = {row["label"] for row in old["results"]}
+    return dict(report, meta=meta, results=list(old["results"]))
 
 
 # ------------------------------------------------------------------------ the fit
@@ -479,6 +529,9 @@ def parse_args(argv=None):
     parser.add_argument("--kid-stats", default=KID_FEATURES, help="statistics with raw features; '' = no KID")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-fit", action="store_true", help="raw results only")
+    parser.add_argument("--resume", metavar="RESULTS", help="keep the rows of an earlier raw results JSON "
+                        "(same model and sampling settings) and measure only the missing settings; "
+                        "--resume X --out X continues X in place")
     parser.add_argument("--fit-only", metavar="RESULTS", help="fit (and plot) from an existing raw results JSON")
     parser.add_argument("--form", choices=alpha_rule.FORMS + ("auto",), default="auto")
     parser.add_argument("--install", action="store_true", help=f"also write the rule to {alpha_rule.RULE_PATH}")
@@ -514,6 +567,9 @@ def main(argv=None) -> dict:
             print(f"installed {alpha_rule.RULE_PATH}: {rule.formula()}")
         return {"report": report, "rule": rule}
 
+    # Resuming into the results file rewrites it (every row kept) and the files drawn from it.
+    in_place = bool(args.resume) and os.path.abspath(args.resume) == os.path.abspath(args.out)
+    args.overwrite = args.overwrite or in_place
     for path in paths.values():
         io_utils.check_writable(path, args.overwrite)
     config = load_config_file(args.config)

@@ -158,3 +158,32 @@ def test_outputs_are_never_overwritten_without_the_flag(smoke_run, tiny_config_f
     out, _, _ = smoke_run
     with pytest.raises(FileExistsError):
         qvs.main(["--preset", "smoke", "--config", tiny_config_file, "--out", str(out)])
+
+
+def test_resume_keeps_earlier_rows_and_measures_only_the_missing_settings(tiny_config_file, tmp_path,
+                                                                           monkeypatch):
+    out = tmp_path / "resume.json"
+    first_args = ["--preset", "smoke", "--config", tiny_config_file, "--sweep-steps", "2", "--alphas", "2",
+                  "--deis-nfe", "--ode-nfe", "--no-fit"]
+    qvs.main(first_args + ["--out", str(out)])
+    first = json.load(open(out))
+    assert [r["label"] for r in first["results"]] == ["pc_vanilla N=2", "pc_pds N=2 alpha=2"]
+
+    from pds_jax.samplers import pc
+
+    calls = []
+    real = pc.get_pc_sampler
+    monkeypatch.setattr(pc, "get_pc_sampler", lambda *a, **k: calls.append(k["speed_up"]) or real(*a, **k))
+    more = ["--preset", "smoke", "--config", tiny_config_file, "--sweep-steps", "2", "3", "--alphas", "2",
+            "--deis-nfe", "--ode-nfe", "--no-fit", "--resume", str(out), "--out", str(out)]
+    qvs.main(more)
+    report = json.load(open(out))
+    assert report["results"][:2] == first["results"]  # kept as measured, not re-run
+    assert [r["label"] for r in report["results"][2:]] == ["pc_vanilla N=3", "pc_pds N=3 alpha=2"]
+    assert calls == [pytest.approx(4 / 3)]  # no program was compiled for N = 2
+    assert report["meta"]["date"] == first["meta"]["date"] and len(report["meta"]["resumed"]) == 1
+    assert report["complete"] is True
+
+    with pytest.raises(SystemExit, match="seed: 0 there, 1 now"):
+        qvs.main(more + ["--seed", "1"])
+    assert json.load(open(out)) == report  # a refused resume leaves the file as it was
