@@ -72,6 +72,32 @@ def summary_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def nfe_table(report: dict, metric: str = "fid") -> str:
+    """Markdown: one row per NFE budget, one column per method (`method_series`). A method
+    whose NFE sits just under a budget (Heun's 2 per step + 1 denoising) joins that row with
+    its NFE in brackets; the best-α column names its α."""
+    series = method_series(report, metric)
+    budgets = sorted({int(round(nfe)) for row in report["results"] if row["method"].startswith(("pc", "deis"))
+                      for nfe in [row["nfe"]]})
+    best_alpha: Dict[float, tuple] = {}  # NFE -> (FID, α) of the best PDS setting
+    for row in report["results"]:
+        if row["method"] == "pc_pds" and row.get("fid") is not None:
+            best_alpha[row["nfe"]] = min(best_alpha.get(row["nfe"], (math.inf, None)), (row["fid"], row["alpha"]))
+    cells: Dict[int, Dict[str, str]] = {}
+    for name, points in series.items():
+        for nfe, value in points:
+            home = next((b for b in budgets if 0.9 * b <= nfe <= b), int(round(nfe)))
+            note = "" if home == nfe else f" ({nfe:g})"
+            if name == LABELS["pc_pds_best"]:
+                note = f" (alpha={best_alpha[nfe][1]:g})"
+            cells.setdefault(home, {})[name] = f"{value:.1f}{note}"
+    names = [n for n in LABELS.values() if n in series]
+    lines = ["| NFE | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for nfe in sorted(cells):
+        lines.append(f"| {nfe} | " + " | ".join(cells[nfe].get(n, "") for n in names) + " |")
+    return "\n".join(lines)
+
+
 def plot_quality(report: dict) -> bytes:
     floor = report["reference"].get("floor") or {}
     panels = [pil_plot.loglog_panel(method_series(report, "fid"), "FID vs NFE", "NFE (network evaluations)",

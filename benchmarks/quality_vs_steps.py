@@ -59,7 +59,7 @@ sys.path.insert(0, REPO)  # run from a checkout
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pds_jax import alpha_rule, io_utils  # noqa: E402
-from quality_report import (plot_alpha, plot_quality, plot_samples, summary_table,  # noqa: E402
+from quality_report import (nfe_table, plot_alpha, plot_quality, plot_samples, summary_table,  # noqa: E402
                             sweeps_from)
 
 FORMAT = "pds_jax.quality_vs_steps/1"
@@ -558,6 +558,7 @@ def main(argv=None) -> dict:
         if os.path.abspath(args.fit_only) != os.path.abspath(args.out):
             io_utils.atomic_write_json(args.out, report, overwrite=args.overwrite)
         rule = write_fit(report, args.fit_only, paths, args.form, overwrite=True)
+        print(nfe_table(report))
         if args.install:
             if rule is None:
                 raise SystemExit("nothing to install")
@@ -582,6 +583,7 @@ def main(argv=None) -> dict:
     if samples_png:
         io_utils.atomic_write_bytes(paths["samples_png"], samples_png, overwrite=args.overwrite)
     print(summary_table(report))
+    print(nfe_table(report))
     rule = None if args.no_fit else write_fit(report, args.out, paths, args.form, args.overwrite)
     print(f"wrote {', '.join(p for p in paths.values() if os.path.exists(p))} "
           f"({report['timing']['elapsed_s']:.0f} s, {len(report['results'])} settings, "

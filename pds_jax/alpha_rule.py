@@ -23,9 +23,10 @@ The rule is measured on one model (the embedded Fashion-MNIST VE NCSN++, a 1000-
 schedule, normalised filters); for other models it is a heuristic starting point.
 
 `RULE_PATH` is written by `python benchmarks/quality_vs_steps.py --fit-only RESULTS.json
---install` from the raw results of a GPU study, and carries its provenance (study command,
-device, dates, samples per point) and quality numbers. Without it 'auto' raises an error
-that says how to make one; the configs keep α = 5 until a real rule is installed.
+--install` from the raw results of a real study (any preset but 'smoke', whose tiny random
+model measures nothing), and carries its provenance (study command, device, dates, samples
+per point) and quality numbers. The shipped rule comes from a CPU study with 100 samples per
+point (README "Results"). Without a rule file 'auto' raises an error that says how to make one.
 
 Fitting (`fit_rule`): for each step count the FID-vs-α curve of the sweep gives α*
 (the grid minimum, refined by a parabola through it and its two neighbours in
@@ -57,7 +58,7 @@ N_REF = 100.0
 REGRET_TOLERANCE = 0.05  # relative to the best FID at that step count
 
 FIT_COMMAND = ("python benchmarks/quality_vs_steps.py --fit-only RESULTS.json --install "
-               "(RESULTS.json: the raw output of a GPU run of benchmarks/quality_vs_steps.py)")
+               "(RESULTS.json: the raw output of a real, non-smoke run of benchmarks/quality_vs_steps.py)")
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -198,8 +199,8 @@ def load_rule(path: Optional[str] = None) -> AlphaRule:
     path = path or RULE_PATH
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"config.sampling.pds.alpha='auto' needs a fitted α rule, and {path} does not exist: this "
-            f"install ships none yet. Fit and install it with {FIT_COMMAND}, or set a number, e.g. "
+            f"config.sampling.pds.alpha='auto' needs a fitted α rule, and {path} does not exist (it ships "
+            f"with pds_jax; was it deleted?). Fit and install it with {FIT_COMMAND}, or set a number, e.g. "
             "--config.sampling.pds.alpha=5 (the paper's value).")
     with open(path) as f:
         try:

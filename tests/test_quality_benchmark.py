@@ -187,3 +187,20 @@ def test_resume_keeps_earlier_rows_and_measures_only_the_missing_settings(tiny_c
     with pytest.raises(SystemExit, match="seed: 0 there, 1 now"):
         qvs.main(more + ["--seed", "1"])
     assert json.load(open(out)) == report  # a refused resume leaves the file as it was
+
+
+def test_nfe_table_puts_each_method_in_its_budget_row():
+    from quality_report import nfe_table
+
+    def row(method, nfe, fid, alpha=None, steps=None):
+        return {"method": method, "nfe": nfe, "fid": fid, "alpha": alpha, "steps": steps}
+
+    report = {"results": [row("pc_vanilla", 20, 400.0, steps=10), row("pc_pds", 20, 300.0, 2.0, 10),
+                          row("pc_pds", 20, 350.0, 5.0, 10), row("deis_tab3", 10, 90.0),
+                          row("deis_tab3", 20, 50.0), row("ode_heun", 19, 70.0), row("ode_euler", 7, 99.0)]}
+    assert nfe_table(report).splitlines() == [
+        "| NFE | PC vanilla | PDS alpha=5 | PDS best alpha (sweep) | ODE Euler | ODE Heun | DEIS tAB3 |",
+        "|---|---|---|---|---|---|---|",
+        "| 7 |  |  |  | 99.0 |  |  |",
+        "| 10 |  |  |  |  |  | 90.0 |",
+        "| 20 | 400.0 | 350.0 | 300.0 (alpha=2) |  | 70.0 (19) | 50.0 |"]
