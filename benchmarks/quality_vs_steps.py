@@ -461,6 +461,8 @@ def fit(report: dict, results_path: str, form: str = "auto") -> alpha_rule.Alpha
                   "num_scales": meta.get("num_scales"), "checkpoint": meta.get("checkpoint"),
                   "filters": meta.get("filters"), "metric": "domain FID (fashion_mnist features) vs train stats",
                   "fit_date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if meta.get("resumed"):  # --resume: the later commands added settings
+        provenance["resumed_commands"] = [r["command"] for r in meta["resumed"]]
     if meta.get("preset") != "gpu":
         provenance["warning"] = (f"fitted on a '{meta.get('preset')}' run: NOT a real measurement; do not install")
     return alpha_rule.fit_rule(sweeps, form=form, provenance=provenance)

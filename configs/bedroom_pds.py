@@ -13,5 +13,6 @@ def get_config():
     sampling = config.sampling
     sampling.checkpoint = 'checkpoints/ve/bedroom_ncsnpp_continuous/checkpoint_127'
     sampling.pds.speed_up = 12.
+    sampling.pds.alpha = 5.0  # the official code's value (not the fitted α(N) rule)
     sampling.pds.freq_filter = 'filters/bedroom_freq.npy'
     return config

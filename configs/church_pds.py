@@ -16,6 +16,7 @@ def get_config():
     sampling = config.sampling
     sampling.checkpoint = 'checkpoints/ve/church_ncsnpp_continuous/checkpoint_126'
     sampling.pds.speed_up = 12.
+    sampling.pds.alpha = 5.0  # the official code's value (not the fitted α(N) rule)
     sampling.pds.freq_filter = 'filters/church_stats.npz'
     config.estimate.output = 'filters/church_stats.npz'
     return config

@@ -15,6 +15,7 @@ def get_config():
     sampling = config.sampling
     sampling.checkpoint = 'checkpoints/ve/cifar10_ncsnpp_deep_continuous/checkpoint_12'
     sampling.pds.speed_up = 10.
+    sampling.pds.alpha = 5.0  # the official code's value (not the fitted α(N) rule)
     sampling.pds.freq_filter = 'filters/cifar10_stats.npz'
     config.estimate.output = 'filters/cifar10_stats.npz'
     return config

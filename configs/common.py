@@ -47,11 +47,12 @@ def get_common_config():
     # the vanilla score_sde sampler.
     sampling.pds = pds = ml_collections.ConfigDict()
     pds.speed_up = 1.0
-    # Filter parameter α (> 1; DESIGN §3): a number, or 'auto' for the fitted rule
-    # α(N) of pds_jax/alpha_rule.py at the N PC steps run. An untyped field (ml_collections
-    # locks a field to the type of its first value), so that config files, main.py's
-    # --alpha and --config.sampling.pds.alpha=3 or =auto all work.
-    pds.alpha = ml_collections.FieldReference(5.0, field_type=object)
+    # Filter parameter α (> 1; DESIGN §3): a number, or 'auto' (the default) for the
+    # fitted rule α(N) of pds_jax/alpha_rule.py at the N PC steps run ('normalized'
+    # filters only). The paper presets pin the official α = 5. An untyped field
+    # (ml_collections locks a field to the type of its first value), so that config files,
+    # main.py's --alpha and --config.sampling.pds.alpha=3 or =auto all work.
+    pds.alpha = ml_collections.FieldReference('auto', field_type=object)
     pds.normalization = 'normalized'     # 'normalized' | 'legacy'
     pds.freq_filter = ''                 # frequency filter / statistics file ('' = none)
     pds.space_filter = ''                # space filter / statistics file ('' = none)

@@ -65,7 +65,7 @@ def get_config():
     sampling.checkpoint = 'checkpoints/fashion_mnist_ncsnpp'
     pds = sampling.pds
     pds.speed_up = 10.0
-    pds.alpha = 5.0
+    pds.alpha = 'auto'  # α(N) fitted on this model: pds_jax/alpha_rule.json
     pds.normalization = 'normalized'
     pds.freq_filter = 'checkpoints/fashion_mnist_ncsnpp/filters.npz'
     pds.space_filter = 'checkpoints/fashion_mnist_ncsnpp/filters.npz'

@@ -13,6 +13,7 @@ def get_config():
     sampling = config.sampling
     sampling.checkpoint = 'checkpoints/ve/ffhq_1024_ncsnpp_continuous/checkpoint_60'
     sampling.pds.speed_up = 30.
+    sampling.pds.alpha = 5.0  # the official code's value (not the fitted α(N) rule)
     sampling.pds.freq_filter = 'filters/ffhq_freq.npy'
     sampling.pds.space_filter = 'filters/ffhq_space.npy'
     return config

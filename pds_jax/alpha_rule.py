@@ -116,6 +116,14 @@ def config_alpha(config, rule: Optional["AlphaRule"] = None) -> float:
     return resolve_alpha(config.sampling.pds.alpha, pc_num_steps(config), rule)
 
 
+def used_alpha(config, rule: Optional["AlphaRule"] = None) -> Optional[float]:
+    """The α a config's PDS sampler runs with (resolved if 'auto'); None without filters."""
+    pds = config.sampling.pds
+    if not (pds.get("freq_filter") or pds.get("space_filter")):
+        return None
+    return config_alpha(config, rule)
+
+
 # -------------------------------------------------------------------------------- rule
 
 

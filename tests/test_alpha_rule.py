@@ -203,9 +203,32 @@ def test_command_line_alpha_values_and_the_official_alias(installed_rule, monkey
                 delattr(main.FLAGS, name)  # config_flags registers overrides at each parse
 
 
-def test_configs_default_to_the_paper_alpha_until_a_real_rule_is_installed():
-    assert not os.path.exists(alpha_rule.RULE_PATH) or json.load(open(alpha_rule.RULE_PATH))["provenance"]
+SHIPPED_RESULTS = os.path.join(ROOT, "benchmarks", "results", "quality_vs_steps_cpu.json")
+
+
+def test_the_shipped_rule_is_the_fit_of_the_shipped_study(tmp_path):
+    """pds_jax/alpha_rule.json = `--fit-only` of the committed raw results, with its provenance."""
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import quality_vs_steps as qvs
+
+    shipped = json.load(open(alpha_rule.RULE_PATH))
+    provenance = shipped["provenance"]
+    assert provenance["results"] == os.path.basename(SHIPPED_RESULTS) and "warning" not in provenance
+    assert provenance["device"] == "cpu (cpu)" and provenance["num_samples"] == 100
+    qvs.main(["--fit-only", SHIPPED_RESULTS, "--out", str(tmp_path / "refit.json")])
+    refit = json.load(open(qvs.output_paths(str(tmp_path / "refit.json"))["rule"]))
+    for rule in (shipped, refit):
+        rule["provenance"].pop("fit_date")
+    assert refit == shipped
+    rule = alpha_rule.load_rule()
+    assert all(rule(n) > 1.0 for n in (1, 10, 50, 100, 1000, 10_000))
+
+
+def test_the_default_config_resolves_auto_with_the_shipped_rule():
     config = load_config("fashion_mnist_pds")
-    assert alpha_rule.parse_alpha(config.sampling.pds.alpha) in (5.0, "auto")
-    config.sampling.pds.alpha = "auto"  # the field takes strings and numbers alike
-    config.sampling.pds.alpha = 2
+    assert config.sampling.pds.alpha == "auto"
+    steps = alpha_rule.pc_num_steps(config)
+    assert steps == 50 and alpha_rule.config_alpha(config) == alpha_rule.load_rule()(steps)
+    config.sampling.pds.alpha = 2  # the field takes strings and numbers alike

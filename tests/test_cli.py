@@ -118,6 +118,7 @@ def test_sample_writes_images_and_run_json(sampled, trained):
     assert run["checkpoint"] == os.path.join(trained, "checkpoints", "checkpoint_8")
     assert run["config"]["sampling"]["pds"]["speed_up"] == 5.0
     assert run["preconditioner"]["freq"] is not None and run["preconditioner"]["space"] is not None
+    assert run["pds_alpha"] == 5.0  # the tiny config's α
     assert read_json(os.path.join(out, "progress.json"))["complete"] is True
 
 
@@ -165,7 +166,8 @@ def test_interrupted_sample_run_resumes(tmp_path_factory, sampled, tmp_path):
 def test_compare_three_panels(tmp_path_factory, setup, trained, estimated, tmp_path):
     workdir = str(tmp_path)
     filters = os.path.join(estimated[0], "filters.npz")
-    run_cli(tmp_path_factory, sample_args(setup, trained, workdir, *pds_flags(filters, speed_up=5), mode="compare"))
+    run_cli(tmp_path_factory, sample_args(setup, trained, workdir, *pds_flags(filters, speed_up=5),
+                                          "--config.sampling.pds.alpha=auto", mode="compare"))
     out = os.path.join(workdir, "compare")
     run = read_json(os.path.join(out, "run.json"))
     n, fast = NUM_SCALES, NUM_SCALES // 5
@@ -179,14 +181,18 @@ def test_compare_three_panels(tmp_path_factory, setup, trained, estimated, tmp_p
     assert panels["fast_pds"]["preconditioner"]["freq"] is not None
     assert panels["fast_vanilla"]["eps"] == pytest.approx(5 * panels["full_vanilla"]["eps"])
     assert run["speed_up"] == 5.0 and run["device"]["platform"] == "cpu"
+    from pds_jax import alpha_rule  # 'auto': the shipped rule at the N steps run
+
+    assert panels["fast_pds"]["pds_alpha"] == pytest.approx(alpha_rule.load_rule()(fast))
+    assert panels["full_vanilla"]["pds_alpha"] is None and panels["fast_vanilla"]["pds_alpha"] is None
 
     widths = []
     for name in names:
         with Image.open(os.path.join(out, f"panel_{name}.png")) as png:
             widths.append(png.size)
     with Image.open(os.path.join(out, "comparison.png")) as png:
-        # Three captioned grids (14 px strip) side by side with 12 px gaps.
-        assert png.size == (sum(w for w, _ in widths) + 2 * 12, widths[0][1] + 14)
+        # Three captioned grids (2-line, 26 px strip) side by side with 12 px gaps.
+        assert png.size == (sum(w for w, _ in widths) + 2 * 12, widths[0][1] + 26)
     samples = np.load(os.path.join(out, "samples.npz"))
     assert sorted(samples.files) == sorted(panels)
     assert not np.array_equal(samples["fast_vanilla"], samples["fast_pds"])

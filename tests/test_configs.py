@@ -83,6 +83,9 @@ def test_config_loads_from_its_file_path(name):
     assert config == load_config(name)
 
 
+PAPER_PRESETS = ("cifar10_pds", "ffhq_pds", "bedroom_pds", "church_pds")
+
+
 @pytest.mark.parametrize("name", CONFIG_FILES)
 def test_config_has_the_full_schema(name):
     config = load_config(name)
@@ -91,7 +94,9 @@ def test_config_has_the_full_schema(name):
     assert not missing, f"configs/{name}.py lacks {missing}"
     assert config.seed == 42
     pds = config.sampling.pds
-    assert pds.normalization in ("normalized", "legacy") and pds.alpha in (5.0, "auto")  # 'auto': the α(N) rule
+    assert pds.normalization == "normalized"
+    # the paper presets pin the official α = 5; everything else uses the fitted α(N) rule
+    assert pds.alpha == (5.0 if name in PAPER_PRESETS else "auto")
     assert config.sampling.seed == 0 and isinstance(config.sampling.checkpoint, str)
     assert config.estimate.num_images == 200 and config.estimate.batch_size == 50
 

@@ -52,7 +52,7 @@ def _weights(config, workdir, sde):
 
 def _preconditioner(config, shape):
     """(Preconditioner, description) for the config's filters; see the module docstring."""
-    from pds_jax import timing
+    from pds_jax import alpha_rule, timing
     from pds_jax.filters import preconditioner_from_config
     from pds_jax.precond import Preconditioner
 
@@ -66,7 +66,7 @@ def _preconditioner(config, shape):
     missing = sorted(kind for kind, path in resolved.items() if not os.path.isfile(path))
     if missing:
         precond = timing.timing_preconditioner(shape, freq="freq" in named, space="space" in named,
-                                               alpha=float(pds.alpha))
+                                               alpha=alpha_rule.config_alpha(config))
         return precond, {"source": "synthetic", "filters": sorted(named),
                          "missing_files": {k: named[k] for k in missing},
                          "note": "named filter files are missing; synthetic statistics of the same kinds "

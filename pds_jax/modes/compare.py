@@ -19,6 +19,7 @@ import time
 import jax
 import numpy as np
 
+from pds_jax import alpha_rule
 from pds_jax import images as image_io
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json, fresh_dir
 from pds_jax.modes.common import check_finite, load_score_fn, run_header
@@ -26,12 +27,13 @@ from pds_jax.modes.sample import build_sampler, image_shape
 
 
 def _labelled(grid: np.ndarray, text: str) -> np.ndarray:
-    """The grid with a white caption strip on top (PIL's built-in bitmap font)."""
+    """The grid with a white caption strip on top (PIL's built-in bitmap font, 12 px a line)."""
     from PIL import Image, ImageDraw
 
-    strip = Image.new("L" if grid.shape[2] == 1 else "RGB", (grid.shape[1], 14), 255)
-    ImageDraw.Draw(strip).text((2, 2), text, fill=0)
-    caption = np.asarray(strip).reshape(14, grid.shape[1], -1)
+    height = 2 + 12 * len(text.splitlines())
+    strip = Image.new("L" if grid.shape[2] == 1 else "RGB", (grid.shape[1], height), 255)
+    ImageDraw.Draw(strip).multiline_text((2, 1), text, fill=0, spacing=1)
+    caption = np.asarray(strip).reshape(height, grid.shape[1], -1)
     return np.concatenate([caption, grid], axis=0)
 
 
@@ -66,13 +68,16 @@ def run(config, workdir: str, folder: str = "compare") -> dict:
         seconds = time.perf_counter() - start
         check_finite(x, f"panel {name} of {out}")
         samples[name] = image_io.to_uint8(x)
-        caption = f"{'PDS' if name.endswith('pds') else 'vanilla'}  {sampler.num_steps} steps  NFE {nfe}"
+        alpha = None if precond.is_identity else alpha_rule.used_alpha(cfg)  # 'auto' resolved
+        caption = (("vanilla" if alpha is None else f"PDS  alpha {alpha:.3g}")
+                   + f"\n{sampler.num_steps} steps  NFE {nfe}")
         grid = image_io.make_grid(samples[name])
         image_io.save_png(os.path.join(out, f"panel_{name}.png"), grid)
         grids.append(_labelled(grid, caption))
         report["panels"][name] = {"num_steps": sampler.num_steps, "nfe": nfe, "eps": sampler.eps,
                                   "wall_time_s_incl_compile": seconds,
-                                  "preconditioner": precond.describe()}
+                                  "preconditioner": precond.describe(),
+                                  "pds_alpha": alpha}
         print(f"{name:13s} {sampler.num_steps:5d} steps  NFE {nfe:5d}  {seconds:7.1f} s")
     image_io.save_png(os.path.join(out, "comparison.png"), image_io.side_by_side(grids, gap=12))
     atomic_save_npz(os.path.join(out, "samples.npz"), samples)

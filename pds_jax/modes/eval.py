@@ -108,8 +108,7 @@ def describe_sampler(config, sampler, precond) -> dict:
         pds = precond is not None and not precond.is_identity
         out["pds"] = None if not pds else {
             "alpha_config": s.pds.alpha,
-            "alpha": (alpha_rule.config_alpha(config) if (s.pds.freq_filter or s.pds.space_filter)
-                      else None),
+            "alpha": alpha_rule.used_alpha(config),
             "normalization": s.pds.normalization, "freq_filter": s.pds.freq_filter,
             "space_filter": s.pds.space_filter, "filters": precond.describe()}
     elif method == "ode":

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from pds_jax import alpha_rule
 from pds_jax import images as image_io
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
 from pds_jax.modes.common import (check_finite, config_hash, load_score_fn, run_header,
@@ -136,6 +137,7 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
         "num_steps": getattr(sampler, "num_steps", None),
         "nfe_per_batch": nfes,  # adaptive ODE solvers use a different count per batch
         "preconditioner": precond.describe() if precond is not None else None,
+        "pds_alpha": None if precond is None or precond.is_identity else alpha_rule.used_alpha(config),
         "wall_time_per_batch_s": times,
         "first_batch_s_incl_compile": times[0] if times else None,
         "mean_batch_s_after_compile": float(np.mean(times[1:])) if len(times) > 1 else None,
