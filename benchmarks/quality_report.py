@@ -77,8 +77,8 @@ def nfe_table(report: dict, metric: str = "fid") -> str:
     whose NFE sits just under a budget (Heun's 2 per step + 1 denoising) joins that row with
     its NFE in brackets; the best-α column names its α."""
     series = method_series(report, metric)
-    budgets = sorted({int(round(nfe)) for row in report["results"] if row["method"].startswith(("pc", "deis"))
-                      for nfe in [row["nfe"]]})
+    budgets = sorted({int(round(row["nfe"])) for row in report["results"]
+                      if row["method"].startswith(("pc", "deis"))})
     best_alpha: Dict[float, tuple] = {}  # NFE -> (FID, α) of the best PDS setting
     for row in report["results"]:
         if row["method"] == "pc_pds" and row.get("fid") is not None:

@@ -68,7 +68,7 @@ def run(config, workdir: str, folder: str = "compare") -> dict:
         seconds = time.perf_counter() - start
         check_finite(x, f"panel {name} of {out}")
         samples[name] = image_io.to_uint8(x)
-        alpha = None if precond.is_identity else alpha_rule.used_alpha(cfg)  # 'auto' resolved
+        alpha = alpha_rule.used_alpha(cfg)  # None for the vanilla panels (no filters); 'auto' resolved
         caption = (("vanilla" if alpha is None else f"PDS  alpha {alpha:.3g}")
                    + f"\n{sampler.num_steps} steps  NFE {nfe}")
         grid = image_io.make_grid(samples[name])

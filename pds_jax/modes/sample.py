@@ -137,7 +137,7 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
         "num_steps": getattr(sampler, "num_steps", None),
         "nfe_per_batch": nfes,  # adaptive ODE solvers use a different count per batch
         "preconditioner": precond.describe() if precond is not None else None,
-        "pds_alpha": None if precond is None or precond.is_identity else alpha_rule.used_alpha(config),
+        "pds_alpha": alpha_rule.used_alpha(config),  # None without filters; 'auto' resolved
         "wall_time_per_batch_s": times,
         "first_batch_s_incl_compile": times[0] if times else None,
         "mean_batch_s_after_compile": float(np.mean(times[1:])) if len(times) > 1 else None,
