@@ -1,0 +1,105 @@
+"""`Sampler`: the one shape every sampler has (PC, probability-flow ODE, DEIS).
+
+A builder (`get_pc_sampler`, `get_ode_sampler`, `get_deis_sampler`, or `get_sampler`
+from a config) precomputes its time points and coefficient tables, binds them to a
+module-level solver, and returns a frozen `Sampler`. Calling it runs one jitted program,
+
+    samples, nfe = sampler(rng, score_fn)        # score_fn(x, t): NHWC x, t of shape (batch,)
+
+with the inverse scaler (if any) applied inside the compiled program, so that
+`sampler.lower(rng, score_fn)` lowers exactly what `sampler(rng, score_fn)` runs.
+`describe()` is what run.json / eval.json record.
+
+The solver contract: `solve(rng, score_fn) -> (x, stats)` is pure and traceable, where
+`stats` is a dict of scalar arrays that may hold 'nfe' (the number of score evaluations,
+for adaptive solvers whose count is only known at run time) and 'first_bad' (the index
+of the first step whose state was NaN/Inf, −1 if none, for samplers that check).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+import jax
+import numpy as np
+
+from pds_jax.samplers.common import as_partial
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """A built sampler: callable `(rng, score_fn) -> (samples, nfe)`.
+
+    Attributes:
+      method: 'pc' | 'ode' | 'deis'.
+      shape: (batch, H, W, C) of the samples.
+      num_steps: steps of the schedule run (PC steps, ODE/DEIS grid intervals; for the
+        adaptive ODE solver its step limit).
+      nfe: score evaluations per call; for adaptive solvers (`adaptive=True`) the bound
+        (the actual count of a call is what `__call__` returns).
+      eps: the final time t of the schedule.
+      solve: `(rng, score_fn) -> (x, stats)`, pure (a partial of a module-level solver).
+      adaptive: whether the NFE is only known at run time.
+      inverse_scaler: applied to the samples inside the compiled program (None: identity).
+      check_finite: raise `FloatingPointError` after a call whose samples are NaN/Inf.
+      options: the method's settings (predictor, corrector, grid, order, preconditioner
+        description, ...), reported by `describe()`.
+    """
+
+    method: str
+    shape: Tuple[int, ...]
+    num_steps: int
+    nfe: int
+    eps: float
+    solve: Callable[[Array, Callable], Tuple[Array, Mapping[str, Array]]]
+    adaptive: bool = False
+    inverse_scaler: Optional[Callable[[Array], Array]] = None
+    check_finite: bool = False
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def _run(self, rng: Array, score_fn: Callable):
+        x, stats = self.solve(rng, score_fn)
+        if self.inverse_scaler is not None:
+            x = self.inverse_scaler(x)
+        return x, stats
+
+    @functools.cached_property
+    def _program(self):
+        # cached_property writes to the instance __dict__, which a frozen dataclass allows;
+        # one jitted program per Sampler, compiled at the first call.
+        return jax.jit(self._run)
+
+    def __call__(self, rng: Array, score_fn: Callable) -> Tuple[Array, int]:
+        x, stats = self._program(rng, as_partial(score_fn))
+        if self.check_finite:
+            self._raise_if_not_finite(x, stats)
+        nfe = int(stats["nfe"]) if "nfe" in stats else self.nfe
+        return x, nfe
+
+    def lower(self, rng: Array, score_fn: Callable):
+        """`jax.jit(...).lower` of the program a call runs (inverse scaler included)."""
+        return self._program.lower(rng, as_partial(score_fn))
+
+    def with_inverse_scaler(self, inverse_scaler: Optional[Callable[[Array], Array]]) -> "Sampler":
+        return dataclasses.replace(self, inverse_scaler=inverse_scaler)
+
+    def describe(self) -> dict:
+        """The schedule and settings actually run (JSON-able), for logs and run.json."""
+        info = {"method": self.method, "num_steps": int(self.num_steps), "nfe": int(self.nfe),
+                "nfe_is_bound": bool(self.adaptive), "eps": float(self.eps),
+                "batch_shape": [int(s) for s in self.shape]}
+        info.update(self.options)
+        return info
+
+    def _raise_if_not_finite(self, x: Array, stats: Mapping[str, Array]) -> None:
+        first_bad = int(stats.get("first_bad", -1))
+        if first_bad < 0 and np.all(np.isfinite(np.asarray(x))):
+            return
+        where = f"first at step {first_bad} of {self.num_steps}" if first_bad >= 0 else "in its output"
+        raise FloatingPointError(
+            f"{self.method} sampler produced NaN/Inf {where}; check the score function, the snr, and "
+            "the preconditioner filters")
