@@ -1,5 +1,5 @@
-"""PDS filter statistics: a sharded estimation pass, the `.npz` file format, the official
-`.npy` files, and the preconditioner a config asks for (DESIGN.md §3–§4).
+"""PDS filter statistics: a sharded estimation pass, the `.npz` file format and the official
+`.npy` files (DESIGN.md §3–§4). `pds_jax.pds` builds the preconditioner a config asks for.
 
 Over images x_i (H, W, C) in the model's data space, per frequency/pixel and channel:
 
@@ -35,6 +35,7 @@ from jax.sharding import PartitionSpec
 
 from pds_jax import sharding
 from pds_jax.io_utils import atomic_save_npz
+from pds_jax.paths import resolve_path
 
 FORMAT = "pds_jax.filters/1"
 
@@ -276,7 +277,7 @@ def _check_batch(batch, shape) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- #
-# Official files, compatibility, the preconditioner of a config.
+# Official files, compatibility with a config.
 # --------------------------------------------------------------------------- #
 
 def load_official_npy(path: str) -> np.ndarray:
@@ -326,58 +327,23 @@ def _fmt(shape) -> str:
     return "×".join(str(s) for s in shape)
 
 
-def load_statistic(path: str, kind: str, config, source: str = "") -> np.ndarray:
+def load_statistic(path: str, kind: str, config, source: str = "", return_path: bool = False):
     """R (kind='freq') or A (kind='space') from an official `.npy` or our `.npz`, checked
-    against `config`; (H, W, C) float64."""
+    against `config`; (H, W, C) float64. The path is found with `pds_jax.paths.resolve_path`;
+    with `return_path`, returns (array, the file read)."""
     if kind not in ("freq", "space"):
         raise ValueError(f"kind must be 'freq' or 'space', got {kind!r}")
     source = source or path
+    path = resolve_path(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{source}: no such filter file")
     if path.endswith(".npy"):
         arr = load_official_npy(path)
         check_compatible(arr, config, source)
-        return arr
-    if path.endswith(".npz"):
+    elif path.endswith(".npz"):
         stats = FilterStats.load(path)
         check_compatible(stats, config, source)
-        return stats.freq if kind == "freq" else stats.space
-    raise ValueError(f"{source}: filter files are official PDS .npy or pds_jax .npz files")
-
-
-def preconditioner_from_config(config, alpha=None):
-    """The `pds_jax.precond.Preconditioner` of config.sampling.pds.
-
-    Reads alpha, normalization ('normalized' | 'legacy'), freq_filter and space_filter
-    (paths to an official .npy or a pds_jax .npz — R resp. A is taken from it; '' = not
-    used) and solenoidal_omega (optional, default 0). Both paths empty gives the
-    identity (the vanilla sampler).
-
-    alpha is a number > 1 or 'auto': the fitted rule `pds_jax.alpha_rule` at the number
-    of PC steps this config runs, int(model.num_scales / speed_up). Pass `alpha` to
-    override the config's value (e.g. in an α sweep).
-    """
-    from pds_jax import alpha_rule
-    from pds_jax.precond import Preconditioner
-
-    pds = config.sampling.pds
-    alpha = alpha_rule.parse_alpha(pds.alpha if alpha is None else alpha)  # fails early on a typo
-    shape = (int(config.data.image_size), int(config.data.image_size), int(config.data.num_channels))
-    omega = float(pds.get("solenoidal_omega", 0.0) or 0.0)
-    stats = {}
-    for kind in ("freq", "space"):
-        path = pds.get(f"{kind}_filter", "") or ""
-        if path:
-            stats[kind] = load_statistic(path, kind, config, f"config.sampling.pds.{kind}_filter={path}")
-    if not stats:
-        if omega:
-            return Preconditioner.from_filters(None, None, shape=shape, solenoidal_omega=omega)
-        return Preconditioner.identity(shape)
-    if alpha == alpha_rule.AUTO:
-        if str(pds.normalization) != "normalized":
-            raise ValueError(
-                f"config.sampling.pds.alpha='auto' is fitted for normalization='normalized' (α has "
-                f"another meaning for the unnormalised statistics of {pds.normalization!r}); set a number")
-        alpha = alpha_rule.load_rule()(alpha_rule.pc_num_steps(config))
-    return Preconditioner.from_arrays(freq=stats.get("freq"), space=stats.get("space"), alpha=alpha,
-                                      mode=str(pds.normalization), solenoidal_omega=omega)
+        arr = stats.freq if kind == "freq" else stats.space
+    else:
+        raise ValueError(f"{source}: filter files are official PDS .npy or pds_jax .npz files")
+    return (arr, path) if return_path else arr

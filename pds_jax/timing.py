@@ -37,6 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from pds_jax import models
+from pds_jax.oracles import GaussianOracle
+from pds_jax.precond import Preconditioner
+from pds_jax.samplers.pc import get_pc_sampler
+
 Runner = Callable[[], object]
 Program = Dict[int, Runner]
 
@@ -166,10 +173,6 @@ def random_params(config, seed: int = 0) -> dict:
     biases 0, normalisation scales 1; drawn in float32 with NumPy, which is faster than
     initialising the model (no compilation) and gives the same cost per step.
     """
-    from flax.traverse_util import flatten_dict, unflatten_dict
-
-    from pds_jax import models
-
     rng = np.random.default_rng(seed)
     flat = {}
     for path, leaf in flatten_dict(models.param_shapes(config)).items():
@@ -188,21 +191,25 @@ def num_params(params) -> int:
     return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
 
 
-def timing_preconditioner(shape: Sequence[int], freq: bool = True, space: bool = True,
-                          alpha: float = 5.0):
-    """A PDS `Preconditioner` for (H, W, C) images with the cost of a real one.
+def synthetic_statistics(shape: Sequence[int], freq: bool = True, space: bool = True) -> dict:
+    """{'freq': R, 'space': A} for (H, W, C) images with the cost of real filter files.
 
     The statistics are those of an image-like Gaussian (`GaussianOracle.natural_image`):
     Hermitian-symmetric like dataset statistics, so the half-spectrum FFT path is
     taken, as it is for real filter files.
     """
-    from pds_jax.oracles import GaussianOracle
-    from pds_jax.precond import Preconditioner
+    R, A = GaussianOracle.natural_image(tuple(shape)).filter_statistics()
+    return {k: v for k, v, use in (("freq", R, freq), ("space", A, space)) if use}
 
+
+def timing_preconditioner(shape: Sequence[int], freq: bool = True, space: bool = True,
+                          alpha: float = 5.0):
+    """A PDS `Preconditioner` for (H, W, C) images with the cost of a real one (see
+    `synthetic_statistics`)."""
     if not (freq or space):
         return Preconditioner.identity(shape)
-    R, A = GaussianOracle.natural_image(tuple(shape)).filter_statistics()
-    return Preconditioner.from_arrays(freq=R if freq else None, space=A if space else None, alpha=alpha)
+    stats = synthetic_statistics(shape, freq, space)
+    return Preconditioner.from_arrays(freq=stats.get("freq"), space=stats.get("space"), alpha=alpha)
 
 
 def linear_score(x, t):
@@ -227,8 +234,6 @@ def pc_programs(sde, shape, score_fn, steps: Sequence[int], precond=None, rng=No
     the cost of a step does not depend on the σ schedule, so the n-step programs stand
     for a piece of any longer run.
     """
-    from pds_jax.samplers.pc import get_pc_sampler
-
     rng = jax.random.PRNGKey(0) if rng is None else rng
     score_fn = score_fn if isinstance(score_fn, Partial) else Partial(score_fn)
     programs = {}

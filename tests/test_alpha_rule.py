@@ -1,16 +1,19 @@
-"""config.sampling.pds.alpha: numbers, numeric strings and 'auto' (the fitted α(N) rule)."""
+"""config.sampling.pds.alpha: numbers, numeric strings and 'auto' (the fitted α(N) rule),
+resolved by `pds_jax.pds`; fitting the rule (`benchmarks/alpha_fit.py`)."""
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
 
-from pds_jax import alpha_rule
-from pds_jax.filters import preconditioner_from_config
+from pds_jax import alpha_rule, pds
 from tests.model_helpers import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import alpha_fit  # noqa: E402  (the fitting code lives with the study that uses it)
 
 
 # ------------------------------------------------------------------------- parsing
@@ -37,12 +40,12 @@ def test_pc_num_steps_is_the_sampler_formula():
     config = load_config("fashion_mnist_pds")
     config.model.num_scales = 1000
     config.sampling.pds.speed_up = 10.0
-    assert alpha_rule.pc_num_steps(config) == 100          # 1000 / 10
+    assert pds.from_config(config).num_steps == 100          # 1000 / 10
     config.sampling.pds.speed_up = 3.0
-    assert alpha_rule.pc_num_steps(config) == 333          # int(1000 / 3), as get_pc_sampler
+    assert pds.from_config(config).num_steps == 333          # int(1000 / 3), as get_pc_sampler
     config.model.num_scales = 2000
     config.sampling.pds.speed_up = 30.0
-    assert alpha_rule.pc_num_steps(config) == 66           # the FFHQ example of the official README
+    assert pds.from_config(config).num_steps == 66           # the FFHQ example of the official README
 
 
 # ------------------------------------------------------------------------- fitting
@@ -56,7 +59,7 @@ def synthetic_sweeps(alpha_star, steps=(10, 20, 50, 100, 200), alphas=np.geomspa
 
 def test_power_law_is_recovered_and_chosen():
     truth = lambda n: 1.0 + 2.0 * (n / 100.0) ** 0.7  # noqa: E731
-    rule = alpha_rule.fit_rule(synthetic_sweeps(truth), provenance={"device": "test"})
+    rule = alpha_fit.fit_rule(synthetic_sweeps(truth), provenance={"device": "test"})
     assert rule.form == "power"
     assert rule.a == pytest.approx(2.0, rel=0.05) and rule.b == pytest.approx(0.7, abs=0.05)
     for n in (10, 30, 100, 150):
@@ -70,7 +73,7 @@ def test_power_law_is_recovered_and_chosen():
 def test_optimum_is_refined_between_grid_points():
     alphas = [1.5, 2, 3, 5, 8]
     fids = [10 + (np.log(a - 1) - np.log(2.6)) ** 2 for a in alphas]  # α* = 3.6, between 3 and 5
-    best = alpha_rule.best_alpha(alphas, fids)
+    best = alpha_fit.best_alpha(alphas, fids)
     assert best["alpha_grid"] == 3 and best["edge"] is None
     assert best["alpha"] == pytest.approx(3.6, rel=1e-6)  # a parabola in log(α−1) is exact here
 
@@ -79,12 +82,12 @@ def test_optima_at_the_grid_edge_are_censored_and_a_table_is_used():
     sweeps = {10: ([2, 4, 8], [5.0, 4.0, 6.0]),       # inside
               50: ([2, 4, 8], [5.0, 4.5, 4.0]),       # still improving at α = 8: censored
               200: ([2, 4, 8], [5.0, 4.4, 4.1])}
-    rule = alpha_rule.fit_rule(sweeps)
+    rule = alpha_fit.fit_rule(sweeps)
     optima = rule.quality["optima"]
     assert optima["50"]["edge"] == "high" and optima["10"]["edge"] is None
     assert rule.form == "table" and rule.quality["power_fit"]["points"] == 1
     with pytest.raises(ValueError, match="power law needs optima inside"):
-        alpha_rule.fit_rule(sweeps, form="power")
+        alpha_fit.fit_rule(sweeps, form="power")
 
 
 def test_table_rule_interpolates_log_log_and_clamps():
@@ -99,8 +102,8 @@ def test_table_rule_interpolates_log_log_and_clamps():
 
 
 def test_rule_file_round_trip_and_errors(tmp_path):
-    rule = alpha_rule.fit_rule(synthetic_sweeps(lambda n: 1.0 + n / 50.0), provenance={"command": "x"})
-    path = alpha_rule.save_rule(rule, str(tmp_path / "rule.json"))
+    rule = alpha_fit.fit_rule(synthetic_sweeps(lambda n: 1.0 + n / 50.0), provenance={"command": "x"})
+    path = alpha_fit.save_rule(rule, str(tmp_path / "rule.json"))
     loaded = alpha_rule.load_rule(path)
     assert loaded == rule and loaded(37) == rule(37)
     data = json.load(open(path))
@@ -120,7 +123,7 @@ def test_rule_file_round_trip_and_errors(tmp_path):
 def installed_rule(tmp_path, monkeypatch):
     """A rule α(N) = 1 + 4 (N / 100) installed in place of pds_jax/alpha_rule.json."""
     rule = alpha_rule.AlphaRule("power", (10.0, 200.0), (1.4, 9.0), (1.25, 64.0), a=4.0, b=1.0)
-    path = alpha_rule.save_rule(rule, str(tmp_path / "alpha_rule.json"))
+    path = alpha_fit.save_rule(rule, str(tmp_path / "alpha_rule.json"))
     monkeypatch.setattr(alpha_rule, "RULE_PATH", path)
     return rule
 
@@ -129,29 +132,29 @@ def test_auto_resolves_with_the_pc_steps_actually_run(installed_rule):
     config = load_config("fashion_mnist_pds")
     config.model.num_scales, config.sampling.pds.speed_up = 1000, 10.0  # N = 100
     config.sampling.pds.alpha = "auto"
-    auto = preconditioner_from_config(config)
+    auto = pds.from_config(config).precond
     config.sampling.pds.alpha = installed_rule(100)           # = 5
     assert installed_rule(100) == pytest.approx(5.0)
-    numeric = preconditioner_from_config(config)
+    numeric = pds.from_config(config).precond
     np.testing.assert_array_equal(np.asarray(auto.freq), np.asarray(numeric.freq))
     np.testing.assert_array_equal(np.asarray(auto.space), np.asarray(numeric.space))
     config.sampling.pds.alpha = "auto"
     config.sampling.pds.speed_up = 20.0                       # N = 50 ⇒ α = 3: stronger filters
-    assert alpha_rule.config_alpha(config) == pytest.approx(3.0)
-    stronger = preconditioner_from_config(config)
+    assert pds.from_config(config).alpha == pytest.approx(3.0)
+    stronger = pds.from_config(config).precond
     np.testing.assert_array_equal(np.asarray(stronger.freq),
-                                  np.asarray(preconditioner_from_config(config, alpha=3.0).freq))
+                                  np.asarray(pds.from_config(config, alpha=3.0).precond.freq))
     assert float(np.max(stronger.freq)) > float(np.max(numeric.freq))  # D ∈ [1, α/(α−1)]
 
 
 def test_numeric_strings_and_numbers_give_the_same_filters():
     config = load_config("fashion_mnist_pds")
     config.sampling.pds.alpha = 3
-    as_int = preconditioner_from_config(config)
+    as_int = pds.from_config(config).precond
     config.sampling.pds.alpha = " 3.0 "
-    as_text = preconditioner_from_config(config)
+    as_text = pds.from_config(config).precond
     np.testing.assert_array_equal(np.asarray(as_int.freq), np.asarray(as_text.freq))
-    as_arg = preconditioner_from_config(config, alpha=3.0)
+    as_arg = pds.from_config(config, alpha=3.0).precond
     np.testing.assert_array_equal(np.asarray(as_int.freq), np.asarray(as_arg.freq))
 
 
@@ -160,9 +163,9 @@ def test_auto_without_an_installed_rule_says_how_to_fit_one(tmp_path, monkeypatc
     config = load_config("fashion_mnist_pds")
     config.sampling.pds.alpha = "auto"
     with pytest.raises(FileNotFoundError, match="--fit-only"):
-        preconditioner_from_config(config)
+        pds.from_config(config).precond
     config.sampling.pds.freq_filter = config.sampling.pds.space_filter = ""
-    assert preconditioner_from_config(config).is_identity  # no filter, nothing to resolve
+    assert pds.from_config(config).precond.is_identity  # no filter, nothing to resolve
 
 
 def test_bad_alpha_fails_even_without_filters_and_auto_refuses_legacy(installed_rule):
@@ -170,12 +173,12 @@ def test_bad_alpha_fails_even_without_filters_and_auto_refuses_legacy(installed_
     config.sampling.pds.freq_filter = config.sampling.pds.space_filter = ""
     config.sampling.pds.alpha = "five"
     with pytest.raises(ValueError, match="neither a number nor 'auto'"):
-        preconditioner_from_config(config)
+        pds.from_config(config).precond
     config = load_config("fashion_mnist_pds")
     config.sampling.pds.alpha = "auto"
     config.sampling.pds.normalization = "legacy"
     with pytest.raises(ValueError, match="normalized"):
-        preconditioner_from_config(config)
+        pds.from_config(config).precond
 
 
 def test_command_line_alpha_values_and_the_official_alias(installed_rule, monkeypatch):
@@ -185,7 +188,7 @@ def test_command_line_alpha_values_and_the_official_alias(installed_rule, monkey
     config_file = os.path.join(ROOT, "configs", "fashion_mnist_pds.py")
     cases = [(["--alpha=3"], 3.0, 3.0), (["--config.sampling.pds.alpha=2.5"], 2.5, 2.5),
              (["--config.sampling.pds.alpha=auto"], "auto",
-              installed_rule(alpha_rule.pc_num_steps(load_config("fashion_mnist_pds")))),
+              installed_rule(pds.from_config(load_config("fashion_mnist_pds")).num_steps)),
              (["--config.sampling.pds.alpha=auto", "--alpha=8"], 8.0, 8.0)]
     for extra, value, resolved in cases:
         argv = ["main.py", f"--config={config_file}", "--workdir=unused"] + extra
@@ -194,9 +197,9 @@ def test_command_line_alpha_values_and_the_official_alias(installed_rule, monkey
         try:
             config = main.apply_aliases(main.FLAGS.config)
             assert config.sampling.pds.alpha == value
-            assert alpha_rule.config_alpha(config) == pytest.approx(resolved)
-            np.testing.assert_array_equal(np.asarray(preconditioner_from_config(config).freq),
-                                          np.asarray(preconditioner_from_config(config, alpha=resolved).freq))
+            assert pds.from_config(config).alpha == pytest.approx(resolved)
+            np.testing.assert_array_equal(np.asarray(pds.from_config(config).precond.freq),
+                                          np.asarray(pds.from_config(config, alpha=resolved).precond.freq))
         finally:
             main.FLAGS.unparse_flags()
             for name in [n for n in main.FLAGS if n.startswith("config.")]:
@@ -208,9 +211,6 @@ SHIPPED_RESULTS = os.path.join(ROOT, "benchmarks", "results", "quality_vs_steps_
 
 def test_the_shipped_rule_is_the_fit_of_the_shipped_study(tmp_path):
     """pds_jax/alpha_rule.json = `--fit-only` of the committed raw results, with its provenance."""
-    import sys
-
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import quality_vs_steps as qvs
 
     shipped = json.load(open(alpha_rule.RULE_PATH))
@@ -229,6 +229,6 @@ def test_the_shipped_rule_is_the_fit_of_the_shipped_study(tmp_path):
 def test_the_default_config_resolves_auto_with_the_shipped_rule():
     config = load_config("fashion_mnist_pds")
     assert config.sampling.pds.alpha == "auto"
-    steps = alpha_rule.pc_num_steps(config)
-    assert steps == 50 and alpha_rule.config_alpha(config) == alpha_rule.load_rule()(steps)
+    steps = pds.from_config(config).num_steps
+    assert steps == 50 and pds.from_config(config).alpha == alpha_rule.load_rule()(steps)
     config.sampling.pds.alpha = 2  # the field takes strings and numbers alike

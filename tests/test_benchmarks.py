@@ -103,7 +103,7 @@ def test_step_cost_tiny(tmp_path):
 def test_paper_sizes_are_the_documented_networks():
     """The default networks and step counts, checked without compiling anything."""
     from benchmarks import common
-    from pds_jax.samplers.pc import speed_up_schedule
+    from pds_jax.pds import pc_schedule
     from pds_jax.sde import get_sde
 
     step_cost, paper_timing = load_script("step_cost"), load_script("paper_timing")
@@ -115,7 +115,7 @@ def test_paper_sizes_are_the_documented_networks():
     for case, spec in paper_timing.CASES.items():
         config = common.load_config(spec["config"])
         sde = get_sde(config)
-        assert (config.data.image_size, speed_up_schedule(sde, spec["speed_up"])[0].N) == expected[case]
+        assert (config.data.image_size, pc_schedule(sde, spec["speed_up"])[0].N) == expected[case]
         assert sde.N == 2000
     assert paper_timing.PRESETS["paper"]["batch"] == paper_timing.PAPER_BATCH == 8
 

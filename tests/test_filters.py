@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pds_jax import filters
+from pds_jax import filters, pds
 from pds_jax.filters import FilterMismatchError, FilterStats
 from pds_jax.io_utils import OutputExistsError
 from pds_jax.precond import Preconditioner, frequency_filter, space_filter
@@ -47,7 +47,10 @@ def make_config(image_size=8, num_channels=3, centered=False, **pds):
     cfg.estimate = ml_collections.ConfigDict(dict(num_images=200, batch_size=50, seed=0, output=""))
     cfg.sampling = ml_collections.ConfigDict()
     cfg.sampling.pds = ml_collections.ConfigDict(dict(
-        alpha=5.0, normalization="normalized", freq_filter="", space_filter="", solenoidal_omega=0.0))
+        alpha=5.0, normalization="normalized", freq_filter="", space_filter="", solenoidal_omega=0.0,
+        speed_up=1.0))
+    cfg.training = ml_collections.ConfigDict(dict(sde="vesde"))
+    cfg.model = ml_collections.ConfigDict(dict(sigma_min=0.01, sigma_max=50.0, num_scales=100))
     cfg.sampling.pds.update(pds)
     return cfg
 
@@ -205,23 +208,23 @@ def test_preconditioner_from_config(tmp_path):
     npz = stats.save(str(tmp_path / "f.npz"))
     np.save(tmp_path / "space.npy", np.moveaxis(stats.space, -1, 0)[None])
 
-    pre = filters.preconditioner_from_config(make_config(freq_filter=npz, space_filter=str(tmp_path / "space.npy")))
+    pre = pds.from_config(make_config(freq_filter=npz, space_filter=str(tmp_path / "space.npy"))).precond
     np.testing.assert_allclose(pre.freq, frequency_filter(stats.freq, 5.0), rtol=1e-6)
     np.testing.assert_allclose(pre.space, space_filter(stats.space, 5.0), rtol=1e-6)
 
-    only_space = filters.preconditioner_from_config(make_config(space_filter=npz, alpha=3.0))
+    only_space = pds.from_config(make_config(space_filter=npz, alpha=3.0)).precond
     assert only_space.freq is None
     np.testing.assert_allclose(only_space.space, space_filter(stats.space, 3.0), rtol=1e-6)
 
-    ident = filters.preconditioner_from_config(make_config())
+    ident = pds.from_config(make_config()).precond
     assert isinstance(ident, Preconditioner) and ident.is_identity and ident.shape == (8, 8, 3)
-    omega = filters.preconditioner_from_config(make_config(solenoidal_omega=10.0))
+    omega = pds.from_config(make_config(solenoidal_omega=10.0)).precond
     assert omega.solenoidal and float(omega.omega) == 10.0
 
     with pytest.raises(FilterMismatchError, match="freq_filter"):
-        filters.preconditioner_from_config(make_config(image_size=16, freq_filter=npz))
+        pds.from_config(make_config(image_size=16, freq_filter=npz)).precond
     with pytest.raises(FileNotFoundError, match="space_filter"):
-        filters.preconditioner_from_config(make_config(space_filter=str(tmp_path / "missing.npz")))
+        pds.from_config(make_config(space_filter=str(tmp_path / "missing.npz"))).precond
 
 
 # --------------------------------------------------------------------------- the estimate mode

@@ -14,7 +14,8 @@ import pytest
 
 from pds_jax.oracles import GaussianOracle
 from pds_jax.precond import Preconditioner
-from pds_jax.samplers.pc import CORRECTORS, PREDICTORS, get_pc_sampler, speed_up_schedule
+from pds_jax.pds import pc_schedule
+from pds_jax.samplers.pc import CORRECTORS, PREDICTORS, get_pc_sampler
 from pds_jax.sde import VESDE, VPSDE, subVPSDE
 
 SHAPE = (16, 16, 1)
@@ -124,9 +125,9 @@ def test_preconditioned_predictor_alone_is_biased(oracle, pds):
 
 
 def test_speed_up_schedule_matches_the_official_cli():
-    sde, eps = speed_up_schedule(VESDE(N=2000), 30)
+    sde, eps = pc_schedule(VESDE(N=2000), 30)
     assert (sde.N, eps) == (66, pytest.approx(3e-4))
-    sde, eps = speed_up_schedule(VPSDE(N=1000), 10)
+    sde, eps = pc_schedule(VPSDE(N=1000), 10)
     assert (sde.N, eps) == (100, pytest.approx(1e-2))
     sampler = get_pc_sampler(VESDE(N=2000), (1,) + SHAPE, speed_up=12)
     assert (sampler.num_steps, sampler.nfe) == (166, 332)

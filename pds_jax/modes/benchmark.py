@@ -20,13 +20,17 @@ N / sampling.pds.speed_up steps.
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from typing import Sequence
 
+import jax
+
+from pds_jax import models, pds, timing
 from pds_jax.io_utils import OutputExistsError, atomic_write_json
-from pds_jax.modes.common import checkpoint_path, load_score_fn, resolve_path, run_header
+from pds_jax.modes.common import checkpoint_path, load_score_fn, run_header
+from pds_jax.paths import resolve_path
+from pds_jax.sde import get_sde
 
 STEPS = (3,)     # K of the timed samplers (the 0-step sampler is always added)
 REPEATS = 3      # timed rounds
@@ -34,12 +38,8 @@ REPEATS = 3      # timed rounds
 
 def _weights(config, workdir, sde):
     """(score_fn, description) from the checkpoint if there is one, else random weights."""
-    from pds_jax import models, timing
-
     path = checkpoint_path(config, workdir)
     if os.path.exists(path):
-        import jax
-
         _sde, model, params, _score_fn, ckpt = load_score_fn(config, workdir)
         params = jax.device_put(params)  # host arrays would be copied to the device at every call
         score_fn = models.get_score_fn(sde, model, params, continuous=config.training.continuous)
@@ -50,31 +50,24 @@ def _weights(config, workdir, sde):
                               "init": "N(0, 1/fan_in) kernels, zero biases"}
 
 
-def _preconditioner(config, shape):
-    """(Preconditioner, description) for the config's filters; see the module docstring."""
-    from pds_jax import alpha_rule, timing
-    from pds_jax.filters import preconditioner_from_config
-    from pds_jax.precond import Preconditioner
-
-    pds = config.sampling.pds
-    named = {kind: str(pds.get(f"{kind}_filter", "") or "") for kind in ("freq", "space")}
+def _setup(config, sde):
+    """(the PDS `PDSSetup`, description of its filters); see the module docstring."""
+    p = config.sampling.pds
+    named = {kind: str(p.get(f"{kind}_filter", "") or "") for kind in ("freq", "space")}
     named = {kind: path for kind, path in named.items() if path}
     if not named:
-        return Preconditioner.identity(shape), {"source": "none", "filters": [],
-                                                "note": "no filters configured: PDS = vanilla"}
-    resolved = {kind: resolve_path(path) for kind, path in named.items()}
-    missing = sorted(kind for kind, path in resolved.items() if not os.path.isfile(path))
+        return pds.from_config(config, sde), {"source": "none", "filters": [],
+                                              "note": "no filters configured: PDS = vanilla"}
+    missing = sorted(kind for kind, path in named.items() if not os.path.isfile(resolve_path(path)))
     if missing:
-        precond = timing.timing_preconditioner(shape, freq="freq" in named, space="space" in named,
-                                               alpha=alpha_rule.config_alpha(config))
-        return precond, {"source": "synthetic", "filters": sorted(named),
-                         "missing_files": {k: named[k] for k in missing},
-                         "note": "named filter files are missing; synthetic statistics of the same kinds "
-                                 "(same cost per step) were used"}
-    config = copy.deepcopy(config)
-    for kind, path in resolved.items():
-        config.sampling.pds[f"{kind}_filter"] = path
-    return preconditioner_from_config(config), {"source": "files", "filters": sorted(named), "paths": resolved}
+        image = (int(config.data.image_size),) * 2 + (int(config.data.num_channels),)
+        stats = timing.synthetic_statistics(image, freq="freq" in named, space="space" in named)
+        return pds.from_config(config, sde, statistics=(stats, {})), {
+            "source": "synthetic", "filters": sorted(named), "missing_files": {k: named[k] for k in missing},
+            "note": "named filter files are missing; synthetic statistics of the same kinds "
+                    "(same cost per step) were used"}
+    setup = pds.from_config(config, sde)
+    return setup, {"source": "files", "filters": sorted(named), "paths": dict(setup.filter_files)}
 
 
 def output_path(workdir: str, name: str = "benchmark") -> str:
@@ -87,11 +80,21 @@ def output_path(workdir: str, name: str = "benchmark") -> str:
         k += 1
 
 
-def run(config, workdir: str, steps: Sequence[int] = STEPS, repeats: int = REPEATS) -> dict:
-    from pds_jax import timing
-    from pds_jax.samplers.pc import speed_up_schedule
-    from pds_jax.sde import get_sde
+def _full_runs(sde, setup, measured, kwargs) -> dict:
+    """Per-sampler summaries with the estimated wall time of a whole run."""
+    nfe_per_step = 1 + kwargs["n_steps"]
+    samplers = {}
+    for name, full_steps in (("vanilla", sde.N), ("pds", setup.num_steps)):
+        m = measured[name]
+        entry = timing.summary(m)
+        entry.update(full_steps=full_steps, nfe=full_steps * nfe_per_step,
+                     estimated_full_run_s=float(f"{m['fixed_s'].mean + full_steps * m['per_step_s'].mean:.5g}"))
+        samplers[name] = entry
+    samplers["pds"].update(speed_up=setup.speed_up, eps=setup.eps, alpha=setup.alpha)
+    return samplers
 
+
+def run(config, workdir: str, steps: Sequence[int] = STEPS, repeats: int = REPEATS) -> dict:
     start = time.perf_counter()
     batch = int(config.sampling.batch_size)
     if batch < 1:
@@ -100,24 +103,14 @@ def run(config, workdir: str, steps: Sequence[int] = STEPS, repeats: int = REPEA
     shape = (batch,) + image
     sde = get_sde(config)
     score_fn, params, weights = _weights(config, workdir, sde)
-    precond, filters = _preconditioner(config, image)
+    setup, filters = _setup(config, sde)
     kwargs = timing.pc_sampler_kwargs(config)
     programs = {
         "vanilla": timing.pc_programs(sde, shape, score_fn, steps, None, **kwargs),
-        "pds": timing.pc_programs(sde, shape, score_fn, steps, precond, **kwargs),
+        "pds": timing.pc_programs(sde, shape, score_fn, steps, setup.precond, **kwargs),
     }
     measured = timing.measure_programs(programs, repeats, solo=["vanilla"])
-
-    pds_sde, pds_eps = speed_up_schedule(sde, float(config.sampling.pds.speed_up))
-    nfe_per_step = 1 + kwargs["n_steps"]
-    samplers = {}
-    for name, full_steps in (("vanilla", sde.N), ("pds", pds_sde.N)):
-        m = measured[name]
-        entry = timing.summary(m)
-        entry.update(full_steps=full_steps, nfe=full_steps * nfe_per_step,
-                     estimated_full_run_s=float(f"{m['fixed_s'].mean + full_steps * m['per_step_s'].mean:.5g}"))
-        samplers[name] = entry
-    samplers["pds"].update(speed_up=float(config.sampling.pds.speed_up), eps=pds_eps)
+    samplers = _full_runs(sde, setup, measured, kwargs)
     ratio = timing.ratio_stats(measured["pds"]["per_step_s"], measured["vanilla"]["per_step_s"])
 
     report = run_header(config, "benchmark")
@@ -127,7 +120,7 @@ def run(config, workdir: str, steps: Sequence[int] = STEPS, repeats: int = REPEA
         "weights": weights,
         "num_params": timing.num_params(params),
         "filters": filters,
-        "preconditioner": precond.describe(),
+        "preconditioner": setup.precond.describe(),
         "method": "per-step time = slope of wall time vs steps over the K-step and 0-step samplers, per "
                   "timed round, after compilation; vanilla and PDS timed in the same interleaved rounds",
         "steps_timed": sorted(set(int(s) for s in steps)),
@@ -139,18 +132,21 @@ def run(config, workdir: str, steps: Sequence[int] = STEPS, repeats: int = REPEA
                                              samplers["pds"]["estimated_full_run_s"]),
         "seconds": round(time.perf_counter() - start, 1),
     })
-    os.makedirs(workdir, exist_ok=True)
-    while True:  # never overwrite, also if another run takes the name meanwhile
-        path = output_path(workdir)
-        try:
-            atomic_write_json(path, report)
-            break
-        except OutputExistsError:
-            continue
+    path = _write_new(workdir, report)
     report["output"] = path
     print(format_report(report))
     print(f"wrote {path}")
     return report
+
+
+def _write_new(workdir: str, report: dict) -> str:
+    os.makedirs(workdir, exist_ok=True)
+    while True:  # never overwrite, also if another run takes the name meanwhile
+        path = output_path(workdir)
+        try:
+            return atomic_write_json(path, report)
+        except OutputExistsError:
+            continue
 
 
 def _ratio(a: float, b: float):

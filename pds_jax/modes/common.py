@@ -1,17 +1,30 @@
-"""Pieces shared by the CLI modes: paths, checkpoints → score functions, run metadata."""
+"""Pieces shared by the CLI modes: checkpoints → score functions, the configured sampler,
+resumable batch loops and run folders, run metadata."""
 
 from __future__ import annotations
 
 import datetime
+import glob
 import hashlib
 import json
 import os
 import platform
+import time
 from typing import Optional
 
 import jax
+import numpy as np
+from tqdm import tqdm
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pds_jax import checkpoints, models, pds
+from pds_jax import images as image_io
+from pds_jax.io_utils import atomic_save_npz
+from pds_jax.paths import resolve_path
+from pds_jax.samplers import get_sampler
+from pds_jax.sde import get_sde
+from pds_jax.sharding import batch_sharding
+
+GRID_SIZE = 64
 
 # score_sde's released JAX checkpoints, by the config file they belong to (its README,
 # "Pretrained checkpoints": one Google Drive folder per entry).
@@ -27,30 +40,8 @@ SCORE_SDE_RELEASES = {
 }
 
 
-def resolve_path(path: str) -> str:
-    """A config path as given, else relative to the repository root (where configs live)."""
-    if not path or os.path.isabs(path) or os.path.exists(path):
-        return path
-    candidate = os.path.join(REPO_ROOT, path)
-    return candidate if os.path.exists(candidate) else path
-
-
-def with_resolved_filter_paths(config):
-    """A copy of `config` whose sampling.pds filter files are found like the checkpoint.
-
-    The shipped configs name repository files ('checkpoints/.../filters.npz'), so that
-    they work from any working directory, not only from the repository root.
-    """
-    config = config.copy_and_resolve_references()
-    for key in ("freq_filter", "space_filter"):
-        config.sampling.pds[key] = resolve_path(config.sampling.pds.get(key, "") or "")
-    return config
-
-
 def check_finite(x, what: str) -> None:
     """Raise ValueError if a sampler returned NaN/Inf (uint8 conversion would hide it)."""
-    import numpy as np
-
     bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
     if bad:
         raise ValueError(
@@ -88,9 +79,6 @@ def load_score_fn(config, workdir: Optional[str] = None, ema: bool = True):
     The parameter tree is checked against the model built from the config, so a
     checkpoint of another architecture fails with the list of differing paths.
     """
-    from pds_jax import checkpoints, models
-    from pds_jax.sde import get_sde
-
     path = checkpoint_path(config, workdir)
     if not os.path.exists(path):
         raise FileNotFoundError(missing_checkpoint_message(config, path))
@@ -128,3 +116,83 @@ def run_header(config, mode: str) -> dict:
         "config_hash": config_hash(config),
         "device": device_info(),
     }
+
+
+# --------------------------------------------------------------------------- #
+# The configured sampler and resumable runs (sample, eval).
+# --------------------------------------------------------------------------- #
+
+def image_shape(config):
+    return (config.data.image_size, config.data.image_size, config.data.num_channels)
+
+
+def build_sampler(config, sde, shape, inverse_scaler):
+    """(the configured `Sampler`, its `PDSSetup` or None), data-parallel over local devices.
+
+    PC runs the schedule, α and filters that `pds_jax.pds.from_config` resolves; the
+    deterministic samplers (ODE, DEIS) have no use for the PDS section.
+    """
+    setup = pds.from_config(config, sde) if str(config.sampling.method).lower() == "pc" else None
+    sharding = batch_sharding() if jax.device_count() > 1 and shape[0] % jax.device_count() == 0 else None
+    sampler = get_sampler(config, sde, shape, inverse_scaler=inverse_scaler, batch_sharding=sharding,
+                          setup=setup)
+    return sampler, setup
+
+
+def sampler_report(sampler, setup) -> dict:
+    """What drew the samples, for run.json / eval.json."""
+    return {"method": sampler.method, "num_steps": int(sampler.num_steps), "sampler": sampler.describe(),
+            "preconditioner": setup.precond.describe() if setup is not None else None,
+            "pds_alpha": setup.alpha if setup is not None else None}
+
+
+def output_dir(workdir: str, name: str, config) -> str:
+    """`<workdir>/<name>` to resume (same config, unfinished), else the next free name."""
+    os.makedirs(workdir, exist_ok=True)
+    k = 0
+    while True:
+        candidate = os.path.join(workdir, name if k == 0 else f"{name}_{k}")
+        if not os.path.exists(candidate):
+            os.makedirs(os.path.join(candidate, "batches"))
+            return candidate
+        progress = os.path.join(candidate, "progress.json")
+        if os.path.exists(progress):
+            with open(progress) as f:
+                state = json.load(f)
+            if state.get("config_hash") == config_hash(config) and not state.get("complete"):
+                return candidate
+        k += 1
+
+
+def draw_batches(sampler, score_fn, key, num_batches: int, batch_dir: str, desc: str = "sampling") -> dict:
+    """Draw the batches of a resumable run that are not on disk yet.
+
+    Batch k uses the key `fold_in(key, k)` and is written atomically, as soon as it is
+    done, to `<batch_dir>/batch_<k>.npz` (uint8 NHWC `images` and its `nfe`), so an
+    interrupted run redrawn with the same key gives the same images. Returns
+    {k: {'seconds', 'nfe'}} for the batches drawn by this call (the first includes
+    the compile).
+    """
+    drawn = {}
+    for b in tqdm(range(num_batches), desc=desc, unit="batch"):
+        path = os.path.join(batch_dir, f"batch_{b:05d}.npz")
+        if os.path.exists(path):
+            continue
+        start = time.perf_counter()
+        x, nfe = sampler(jax.random.fold_in(key, b), score_fn)
+        x = np.asarray(jax.device_get(x))
+        drawn[b] = {"seconds": time.perf_counter() - start, "nfe": int(nfe)}
+        check_finite(x, f"batch {b} in {batch_dir}")
+        atomic_save_npz(path, {"images": image_io.to_uint8(x), "nfe": np.int64(nfe)})
+    return drawn
+
+
+def load_batches(batch_dir: str, num_samples: int):
+    """(images uint8 NHWC [:num_samples], per-batch NFE or None where unknown) of a run's batches."""
+    files = sorted(glob.glob(os.path.join(batch_dir, "batch_*.npz")))
+    images, nfes = [], []
+    for f in files:
+        with np.load(f) as data:
+            images.append(data["images"])
+            nfes.append(int(data["nfe"]) if "nfe" in data.files else None)
+    return np.concatenate(images)[:num_samples], nfes

@@ -18,18 +18,16 @@ import time
 
 import jax
 import numpy as np
+from PIL import Image, ImageDraw
 
-from pds_jax import alpha_rule
 from pds_jax import images as image_io
+from pds_jax.data import get_data_inverse_scaler
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json, fresh_dir
-from pds_jax.modes.common import check_finite, load_score_fn, run_header
-from pds_jax.modes.sample import build_sampler, image_shape
+from pds_jax.modes.common import build_sampler, check_finite, image_shape, load_score_fn, run_header
 
 
 def _labelled(grid: np.ndarray, text: str) -> np.ndarray:
     """The grid with a white caption strip on top (PIL's built-in bitmap font, 12 px a line)."""
-    from PIL import Image, ImageDraw
-
     height = 2 + 12 * len(text.splitlines())
     strip = Image.new("L" if grid.shape[2] == 1 else "RGB", (grid.shape[1], height), 255)
     ImageDraw.Draw(strip).multiline_text((2, 1), text, fill=0, spacing=1)
@@ -38,8 +36,6 @@ def _labelled(grid: np.ndarray, text: str) -> np.ndarray:
 
 
 def run(config, workdir: str, folder: str = "compare") -> dict:
-    from pds_jax.data import get_data_inverse_scaler
-
     k = float(config.sampling.pds.speed_up)
     if k <= 1:
         raise ValueError(f"compare needs sampling.pds.speed_up > 1 (got {k}): it compares the full "
@@ -61,14 +57,14 @@ def run(config, workdir: str, folder: str = "compare") -> dict:
     report.update({"checkpoint": ckpt, "output_dir": out, "speed_up": k, "panels": {}})
     grids, samples = [], {}
     for name, cfg in panels:
-        sampler, precond = build_sampler(cfg, sde, shape, inverse)
+        sampler, setup = build_sampler(cfg, sde, shape, inverse)
         start = time.perf_counter()
         x, nfe = sampler(key, score_fn)
         x = np.asarray(jax.device_get(x))
         seconds = time.perf_counter() - start
         check_finite(x, f"panel {name} of {out}")
         samples[name] = image_io.to_uint8(x)
-        alpha = alpha_rule.used_alpha(cfg)  # None for the vanilla panels (no filters); 'auto' resolved
+        alpha = setup.alpha  # None for the vanilla panels (no filters); 'auto' resolved
         caption = (("vanilla" if alpha is None else f"PDS  alpha {alpha:.3g}")
                    + f"\n{sampler.num_steps} steps  NFE {nfe}")
         grid = image_io.make_grid(samples[name])
@@ -76,7 +72,7 @@ def run(config, workdir: str, folder: str = "compare") -> dict:
         grids.append(_labelled(grid, caption))
         report["panels"][name] = {"num_steps": sampler.num_steps, "nfe": nfe, "eps": sampler.eps,
                                   "wall_time_s_incl_compile": seconds,
-                                  "preconditioner": precond.describe(),
+                                  "preconditioner": setup.precond.describe(),
                                   "pds_alpha": alpha}
         print(f"{name:13s} {sampler.num_steps:5d} steps  NFE {nfe:5d}  {seconds:7.1f} s")
     image_io.save_png(os.path.join(out, "comparison.png"), image_io.side_by_side(grids, gap=12))

@@ -35,11 +35,13 @@ import time
 import jax
 import numpy as np
 
+from pds_jax import feature_nets, inception, metrics
 from pds_jax import images as image_io
+from pds_jax.data import get_data_inverse_scaler
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
-from pds_jax.modes.common import config_hash, load_score_fn, resolve_path, run_header
-from pds_jax.modes.sample import (GRID_SIZE, build_sampler, draw_batches, image_shape, load_batches,
-                                  output_dir)
+from pds_jax.modes.common import (GRID_SIZE, build_sampler, config_hash, draw_batches, image_shape,
+                                  load_batches, load_score_fn, output_dir, run_header, sampler_report)
+from pds_jax.paths import resolve_path
 
 FID_NOTE = ("FID from N samples is biased upward (more so for small N); compare values only at equal "
             "sample counts against the same reference statistics")
@@ -47,13 +49,9 @@ FID_NOTE = ("FID from N samples is biased upward (more so for small N); compare 
 
 def feature_extractor(config):
     """`feature_nets.get_feature_fn` for config.eval (Inception weights from eval.inception_weights)."""
-    from pds_jax import feature_nets
-
     name = str(config.eval.feature_net)
     weights = str(config.eval.get("inception_weights", "") or "") if name == "inception" else ""
     if name == "inception" and not weights and not os.environ.get(feature_nets.INCEPTION_ENV_VAR):
-        from pds_jax import inception
-
         raise ValueError(
             "config.eval.feature_net='inception' needs the FID Inception-v3 weights, which no package "
             f"ships: download {inception.WEIGHTS_URL}, convert it once with `python "
@@ -71,8 +69,6 @@ def feature_extractor(config):
 
 def reference_statistics(config, extractor):
     """The FeatureStatistics of config.eval.stats_file, checked against the feature net."""
-    from pds_jax import metrics
-
     path = str(config.eval.stats_file or "")
     if not path:
         raise ValueError(
@@ -92,32 +88,6 @@ def _check_feature_input(extractor, shape) -> None:
                          f"{shape[0]}×{shape[1]}×{shape[2]} images: {e}") from e
 
 
-def describe_sampler(config, sampler, precond) -> dict:
-    """What drew the samples, for eval.json (method, steps, NFE, PDS filters and α)."""
-    from pds_jax import alpha_rule
-
-    s = config.sampling
-    method = str(s.method).lower()
-    out = {"method": method, "num_steps": getattr(sampler, "num_steps", None),
-           "nfe_per_batch": int(sampler.nfe) if isinstance(getattr(sampler, "nfe", None), int) else None}
-    if method == "pc":
-        out.update(predictor=s.predictor, corrector=s.corrector, snr=float(s.snr),
-                   n_steps_each=int(s.n_steps_each), noise_removal=bool(s.noise_removal),
-                   probability_flow=bool(s.probability_flow), speed_up=float(s.pds.speed_up),
-                   eps=getattr(sampler, "eps", None))
-        pds = precond is not None and not precond.is_identity
-        out["pds"] = None if not pds else {
-            "alpha_config": s.pds.alpha,
-            "alpha": alpha_rule.used_alpha(config),
-            "normalization": s.pds.normalization, "freq_filter": s.pds.freq_filter,
-            "space_filter": s.pds.space_filter, "filters": precond.describe()}
-    elif method == "ode":
-        out["ode"] = s.ode.to_dict()
-    elif method == "deis":
-        out["deis"] = s.deis.to_dict()
-    return out
-
-
 def _eval_sizes(config):
     n = int(config.eval.num_samples)
     batch = int(config.eval.batch_size)
@@ -127,12 +97,21 @@ def _eval_sizes(config):
     return n, min(batch, n)
 
 
-def run(config, workdir: str, folder: str = "eval") -> dict:
-    from pds_jax import metrics
-    from pds_jax.data import get_data_inverse_scaler
+def _kid(stats, reference, config, num_samples):
+    """(KID {'mean', 'std'} or None, a note saying how it was computed or why it was skipped)."""
+    if reference.features is None:
+        return None, (
+            f"skipped: {config.eval.stats_file} holds only mean/covariance, no raw features, which KID "
+            "needs; use a statistics file saved with keep_features=True (for Fashion-MNIST: "
+            "checkpoints/fashion_mnist_classifier/fashion_mnist_test_stats.npz)")
+    kid = metrics.kid_from_statistics(stats, reference)
+    return {"mean": kid.mean, "std": kid.std}, (
+        f"unbiased MMD² (cubic kernel), {metrics.KID_NUM_SUBSETS} subsets of "
+        f"{min(metrics.KID_SUBSET_SIZE, num_samples, len(reference.features))}")
 
-    num_samples, batch = _eval_sizes(config)
-    # Everything that can fail cheaply fails before the sampling.
+
+def _prepare(config):
+    """(extractor, reference statistics, image shape), failing before any sampling."""
     extractor = feature_extractor(config)
     shape = image_shape(config)
     _check_feature_input(extractor, shape)
@@ -140,9 +119,14 @@ def run(config, workdir: str, folder: str = "eval") -> dict:
     if reference.image_size and tuple(reference.image_size) != tuple(shape):
         print(f"warning: the reference statistics were computed on {reference.image_size} images, the "
               f"samples are {shape}; the distance mixes resolution with quality")
+    return extractor, reference, shape
+
+
+def run(config, workdir: str, folder: str = "eval") -> dict:
+    num_samples, batch = _eval_sizes(config)
+    extractor, reference, shape = _prepare(config)
     sde, _model, _params, score_fn, ckpt = load_score_fn(config, workdir)
-    sampler, precond = build_sampler(config, sde, (batch,) + shape, get_data_inverse_scaler(config))
-    sampler_info = describe_sampler(config, sampler, precond)
+    sampler, setup = build_sampler(config, sde, (batch,) + shape, get_data_inverse_scaler(config))
 
     out = output_dir(workdir, folder, config)
     atomic_write_json(os.path.join(out, "progress.json"),
@@ -157,34 +141,17 @@ def run(config, workdir: str, folder: str = "eval") -> dict:
                                        keep_features=reference.features is not None, dataset="samples")
     feature_seconds = time.perf_counter() - start
     fid = metrics.fid_from_statistics(stats, reference)
-    if reference.features is not None:
-        kid = metrics.kid_from_statistics(stats, reference)
-        kid_result, kid_note = {"mean": kid.mean, "std": kid.std}, (
-            f"unbiased MMD² (cubic kernel), {metrics.KID_NUM_SUBSETS} subsets of "
-            f"{min(metrics.KID_SUBSET_SIZE, num_samples, len(reference.features))}")
-    else:
-        kid_result, kid_note = None, (
-            f"skipped: {config.eval.stats_file} holds only mean/covariance, no raw features, which KID "
-            "needs; use a statistics file saved with keep_features=True (for Fashion-MNIST: "
-            "checkpoints/fashion_mnist_classifier/fashion_mnist_test_stats.npz)")
+    kid_result, kid_note = _kid(stats, reference, config, num_samples)
 
     known = [n for n in nfes if n is not None]
     sampling_seconds = [d["seconds"] for _, d in sorted(drawn.items())]
     report = run_header(config, "eval")
     report.update({
-        "checkpoint": ckpt,
-        "output_dir": out,
-        "fid": fid,
-        "kid": kid_result,
-        "kid_note": kid_note,
-        "fid_note": FID_NOTE,
-        "num_samples": int(samples.shape[0]),
-        "batch_size": batch,
+        "checkpoint": ckpt, "output_dir": out, "fid": fid, "kid": kid_result, "kid_note": kid_note,
+        "fid_note": FID_NOTE, "num_samples": int(samples.shape[0]), "batch_size": batch,
         "batch_size_source": "config.eval.batch_size",
-        "num_steps": sampler_info["num_steps"],
-        "nfe_per_sample": float(np.mean(known)) if known else None,
-        "nfe_per_batch": nfes,
-        "sampler": sampler_info,
+        **sampler_report(sampler, setup),  # method, num_steps, sampler, preconditioner, pds_alpha
+        "nfe_per_sample": float(np.mean(known)) if known else None, "nfe_per_batch": nfes,
         "feature_net": extractor.name,
         "reference": {"stats_file": str(config.eval.stats_file), "count": reference.count,
                       "dataset": reference.dataset, "image_size": list(reference.image_size),
@@ -200,11 +167,15 @@ def run(config, workdir: str, folder: str = "eval") -> dict:
     atomic_write_json(os.path.join(out, "eval.json"), report, overwrite=True)
     atomic_write_json(os.path.join(out, "progress.json"),
                       {"config_hash": config_hash(config), "complete": True}, overwrite=True)
-    kid_text = (f"KID {kid_result['mean']:.5f} ± {kid_result['std']:.5f}" if kid_result
-                else "KID skipped (no raw reference features)")
-    print(f"{extractor.name} FID {fid:.4f}   {kid_text}   {samples.shape[0]} samples, "
-          f"{sampler_info['method']} {sampler_info['num_steps'] or ''} steps, NFE "
-          f"{report['nfe_per_sample']}   sampling {report['wall_time']['sampling_s']:.1f} s, features "
-          f"{feature_seconds:.1f} s")
-    print(f"wrote {os.path.join(out, 'eval.json')} and grid.png")
+    _print_summary(report, extractor.name)
     return report
+
+
+def _print_summary(report: dict, feature_net: str) -> None:
+    kid = report["kid"]
+    kid_text = f"KID {kid['mean']:.5f} ± {kid['std']:.5f}" if kid else "KID skipped (no raw reference features)"
+    wall = report["wall_time"]
+    print(f"{feature_net} FID {report['fid']:.4f}   {kid_text}   {report['num_samples']} samples, "
+          f"{report['method']} {report['num_steps']} steps, NFE {report['nfe_per_sample']}   sampling "
+          f"{wall['sampling_s']:.1f} s, features {wall['features_s']:.1f} s")
+    print(f"wrote {os.path.join(report['output_dir'], 'eval.json')} and grid.png")

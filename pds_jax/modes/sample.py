@@ -13,103 +13,27 @@ same per-batch keys, so the result equals an uninterrupted run.
 
 from __future__ import annotations
 
-import glob
-import json
 import math
 import os
-import time
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
-from pds_jax import alpha_rule
 from pds_jax import images as image_io
+from pds_jax.data import get_data_inverse_scaler
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
-from pds_jax.modes.common import (check_finite, config_hash, load_score_fn, run_header,
-                                  with_resolved_filter_paths)
-
-GRID_SIZE = 64
-
-
-def output_dir(workdir: str, name: str, config) -> str:
-    """`<workdir>/<name>` to resume (same config, unfinished), else the next free name."""
-    os.makedirs(workdir, exist_ok=True)
-    k = 0
-    while True:
-        candidate = os.path.join(workdir, name if k == 0 else f"{name}_{k}")
-        if not os.path.exists(candidate):
-            os.makedirs(os.path.join(candidate, "batches"))
-            return candidate
-        progress = os.path.join(candidate, "progress.json")
-        if os.path.exists(progress):
-            with open(progress) as f:
-                state = json.load(f)
-            if state.get("config_hash") == config_hash(config) and not state.get("complete"):
-                return candidate
-        k += 1
-
-
-def build_sampler(config, sde, shape, inverse_scaler):
-    """The configured sampler with its preconditioner (data-parallel over local devices)."""
-    from pds_jax.filters import preconditioner_from_config
-    from pds_jax.samplers import get_sampler
-    from pds_jax.sharding import batch_sharding
-
-    config = with_resolved_filter_paths(config)
-    precond = preconditioner_from_config(config)
-    sharding = batch_sharding() if jax.device_count() > 1 and shape[0] % jax.device_count() == 0 else None
-    return get_sampler(config, sde, shape, precond, inverse_scaler, sharding), precond
-
-
-def image_shape(config):
-    return (config.data.image_size, config.data.image_size, config.data.num_channels)
-
-
-def draw_batches(sampler, score_fn, key, num_batches: int, batch_dir: str, desc: str = "sampling") -> dict:
-    """Draw the batches of a resumable run that are not on disk yet.
-
-    Batch k uses the key `fold_in(key, k)` and is written atomically, as soon as it is
-    done, to `<batch_dir>/batch_<k>.npz` (uint8 NHWC `images` and its `nfe`), so an
-    interrupted run redrawn with the same key gives the same images. Returns
-    {k: {'seconds', 'nfe'}} for the batches drawn by this call (the first includes
-    the compile).
-    """
-    drawn = {}
-    for b in tqdm(range(num_batches), desc=desc, unit="batch"):
-        path = os.path.join(batch_dir, f"batch_{b:05d}.npz")
-        if os.path.exists(path):
-            continue
-        start = time.perf_counter()
-        x, nfe = sampler(jax.random.fold_in(key, b), score_fn)
-        x = np.asarray(jax.device_get(x))
-        drawn[b] = {"seconds": time.perf_counter() - start, "nfe": int(nfe)}
-        check_finite(x, f"batch {b} in {batch_dir}")
-        atomic_save_npz(path, {"images": image_io.to_uint8(x), "nfe": np.int64(nfe)})
-    return drawn
-
-
-def load_batches(batch_dir: str, num_samples: int):
-    """(images uint8 NHWC [:num_samples], per-batch NFE or None where unknown) of a run's batches."""
-    files = sorted(glob.glob(os.path.join(batch_dir, "batch_*.npz")))
-    images, nfes = [], []
-    for f in files:
-        with np.load(f) as data:
-            images.append(data["images"])
-            nfes.append(int(data["nfe"]) if "nfe" in data.files else None)
-    return np.concatenate(images)[:num_samples], nfes
+from pds_jax.modes.common import (GRID_SIZE, build_sampler, config_hash, draw_batches, image_shape,
+                                  load_batches, load_score_fn, output_dir, run_header, sampler_report)
 
 
 def run(config, workdir: str, folder: str = "samples") -> dict:
-    from pds_jax.data import get_data_inverse_scaler
-
     sde, _model, _params, score_fn, ckpt = load_score_fn(config, workdir)
     batch = int(config.sampling.batch_size)
     num_samples = int(config.sampling.num_samples)
     if batch < 1 or num_samples < 1:
         raise ValueError("config.sampling.batch_size and config.sampling.num_samples must be >= 1")
     shape = (batch,) + image_shape(config)
-    sampler, precond = build_sampler(config, sde, shape, get_data_inverse_scaler(config))
+    sampler, setup = build_sampler(config, sde, shape, get_data_inverse_scaler(config))
 
     out = output_dir(workdir, folder, config)
     atomic_write_json(os.path.join(out, "progress.json"),
@@ -133,11 +57,8 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
         "output_dir": out,
         "num_samples": int(samples.shape[0]),
         "batch_size": batch,
-        "method": config.sampling.method,
-        "num_steps": getattr(sampler, "num_steps", None),
+        **sampler_report(sampler, setup),  # method, num_steps, sampler, preconditioner, pds_alpha
         "nfe_per_batch": nfes,  # adaptive ODE solvers use a different count per batch
-        "preconditioner": precond.describe() if precond is not None else None,
-        "pds_alpha": alpha_rule.used_alpha(config),  # None without filters; 'auto' resolved
         "wall_time_per_batch_s": times,
         "first_batch_s_incl_compile": times[0] if times else None,
         "mean_batch_s_after_compile": float(np.mean(times[1:])) if len(times) > 1 else None,

@@ -18,10 +18,14 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from pds_jax import checkpoints
+from jax.tree_util import Partial
+
+from pds_jax import checkpoints, data, models
 from pds_jax import images as image_io
 from pds_jax import train as training
+from pds_jax.data import get_data_inverse_scaler
 from pds_jax.io_utils import atomic_write_text
+from pds_jax.samplers import get_sampler
 from pds_jax.sde import get_sde
 from pds_jax.sharding import batch_sharding, data_mesh, replicated
 
@@ -43,10 +47,7 @@ def _check_schedule(config):
 
 
 def _snapshot_sampler(config, sde):
-    """A small PC sampler (the config's sampler, 16 images) for progress grids."""
-    from pds_jax.data import get_data_inverse_scaler
-    from pds_jax.samplers import get_sampler
-
+    """A small sampler (the config's method, vanilla, 16 images) for progress grids."""
     shape = (SNAPSHOT_SAMPLES, config.data.image_size, config.data.image_size, config.data.num_channels)
     return get_sampler(config, sde, shape, inverse_scaler=get_data_inverse_scaler(config))
 
@@ -71,9 +72,35 @@ def _forget_metrics_after(path: str, step: int) -> None:
     atomic_write_text(path, "".join(keep), overwrite=True)
 
 
-def run(config, workdir: str) -> dict:
-    from pds_jax import data, models
+def _log_step(state, window, step, k, last_log, eval_loss, eval_rng, eval_batches, shard, t, path):
+    """Append one metrics.jsonl record (mean loss of the window, steps/s, eval loss on eval steps)."""
+    now = time.perf_counter()
+    record = {"step": step, "loss": float(np.mean(jax.device_get(window))),
+              "steps_per_s": len(window) * k / (now - last_log)}
+    if step % int(t.eval_freq) == 0:
+        eval_rng, r = jax.random.split(eval_rng)
+        record["eval_loss"] = float(eval_loss(r, state.params_ema, jax.device_put(next(eval_batches), shard)))
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record, now, eval_rng
 
+
+def _save_snapshots(config, workdir, state, step, final, sampler, score) -> None:
+    """Pre-emption checkpoint, regular checkpoint and sample grid, when they are due."""
+    t = config.training
+    if step % int(t.snapshot_freq_for_preemption) == 0 or final:
+        checkpoints.save_checkpoint(os.path.join(workdir, "checkpoints-meta"),
+                                    training.to_score_sde_dict(config, state), step, keep=1, overwrite=True)
+    if step % int(t.snapshot_freq) == 0 or final:
+        checkpoints.save_checkpoint(os.path.join(workdir, "checkpoints"),
+                                    training.to_score_sde_dict(config, state), step, overwrite=True)
+        if sampler is not None:
+            x, _ = sampler(jax.random.PRNGKey(step), Partial(score, state.params_ema))
+            image_io.save_grid(os.path.join(workdir, "samples", f"iter_{step}.png"), np.asarray(x),
+                               overwrite=True)
+
+
+def run(config, workdir: str) -> dict:
     _check_schedule(config)
     t = config.training
     resume = training.latest_checkpoint(workdir)
@@ -109,39 +136,20 @@ def run(config, workdir: str) -> dict:
     report = {"start_step": start}
     bar = tqdm(total=int(t.n_iters), initial=start, desc="training", unit="step")
     step = start
+    stacked_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
     while step < int(t.n_iters):
         stacked = np.stack([next(batches) for _ in range(k)])
-        state, loss = train_step(state, jax.device_put(stacked, jax.sharding.NamedSharding(
-            mesh, jax.sharding.PartitionSpec(None, "data"))))
+        state, loss = train_step(state, jax.device_put(stacked, stacked_sharding))
         step += k
         bar.update(k)
         window.append(loss)
         if step % int(t.log_freq) == 0 or step >= int(t.n_iters):
-            now = time.perf_counter()
-            record = {"step": step, "loss": float(np.mean(jax.device_get(window))),
-                      "steps_per_s": len(window) * k / (now - last_log)}
-            if step % int(t.eval_freq) == 0:
-                eval_rng, r = jax.random.split(eval_rng)
-                record["eval_loss"] = float(eval_loss(r, state.params_ema, jax.device_put(next(eval_batches), shard)))
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            record, last_log, eval_rng = _log_step(state, window, step, k, last_log, eval_loss, eval_rng,
+                                                   eval_batches, shard, t, metrics_path)
             bar.set_postfix(loss=f"{record['loss']:.4g}")
-            last_log, window = now, []
+            window = []
             report["last"] = record
-        final = step >= int(t.n_iters)
-        if step % int(t.snapshot_freq_for_preemption) == 0 or final:
-            checkpoints.save_checkpoint(os.path.join(workdir, "checkpoints-meta"),
-                                        training.to_score_sde_dict(config, state), step, keep=1,
-                                        overwrite=True)
-        if step % int(t.snapshot_freq) == 0 or final:
-            checkpoints.save_checkpoint(os.path.join(workdir, "checkpoints"),
-                                        training.to_score_sde_dict(config, state), step, overwrite=True)
-            if sampler is not None:
-                from jax.tree_util import Partial
-
-                x, _ = sampler(jax.random.PRNGKey(step), Partial(score, state.params_ema))
-                image_io.save_grid(os.path.join(workdir, "samples", f"iter_{step}.png"),
-                                   np.asarray(x), overwrite=True)
+        _save_snapshots(config, workdir, state, step, step >= int(t.n_iters), sampler, score)
     bar.close()
     report["final_step"] = step
     print(f"trained to step {step}; checkpoints in {os.path.join(workdir, 'checkpoints')}")

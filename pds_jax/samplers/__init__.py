@@ -9,17 +9,26 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from pds_jax.samplers.pc import get_pc_sampler
+from pds_jax import pds
+from pds_jax.pds import PDSSetup
+from pds_jax.precond import Preconditioner
+from pds_jax.samplers.deis import get_deis_sampler
+from pds_jax.samplers.ode import get_ode_sampler
+from pds_jax.samplers.pc import get_pc_sampler, pc_sampler
+from pds_jax.samplers.record import Sampler
 
 METHODS = ("pc", "ode", "deis")
 
 
 def get_sampler(config, sde, shape, precond=None, inverse_scaler: Optional[Callable] = None,
-                batch_sharding=None):
-    """Build the sampler that `config.sampling` describes.
+                batch_sharding=None, *, setup: Optional[PDSSetup] = None,
+                check_finite: bool = False) -> Sampler:
+    """Build the `Sampler` that `config.sampling` describes.
 
     pc:   score_sde's predictor/corrector/snr/n_steps_each/noise_removal/probability_flow,
-          with PDS (`precond`) and `sampling.pds.speed_up`.
+          with the schedule and preconditioner of `setup` (a `pds_jax.pds.PDSSetup`, e.g.
+          `pds.from_config(config, sde)`); without `setup`, the schedule of
+          `sampling.pds.speed_up` with `precond` (None: vanilla).
     ode:  `sampling.ode` (solver, num_steps, grid, rho, rtol, atol, denoise).
     deis: `sampling.deis` (method, order, num_steps, grid, rho).
 
@@ -31,37 +40,24 @@ def get_sampler(config, sde, shape, precond=None, inverse_scaler: Optional[Calla
     s = config.sampling
     method = s.method.lower()
     if method == "pc":
-        sampler = get_pc_sampler(
-            sde, shape, predictor=s.predictor.lower(), corrector=s.corrector.lower(), snr=s.snr,
-            n_steps=s.n_steps_each, probability_flow=s.probability_flow, denoise=s.noise_removal,
-            precond=precond, speed_up=s.pds.speed_up, batch_sharding=batch_sharding)
-    elif method == "ode":
-        from pds_jax.samplers.ode import get_ode_sampler
-
+        if setup is None:
+            setup = pds.from_arguments(sde, shape[1:], speed_up=s.pds.speed_up,
+                                       precond=precond if precond is not None else Preconditioner.identity(shape[1:]))
+        return pc_sampler(setup, shape, predictor=s.predictor.lower(), corrector=s.corrector.lower(), snr=s.snr,
+                          n_steps=s.n_steps_each, probability_flow=s.probability_flow, denoise=s.noise_removal,
+                          inverse_scaler=inverse_scaler, batch_sharding=batch_sharding, check_finite=check_finite)
+    if method == "ode":
         o = s.ode
         solver = {"rk45": "adaptive"}.get(o.solver.lower(), o.solver.lower())
         sampler = get_ode_sampler(sde, shape, method=solver, num_steps=o.num_steps, grid=o.grid,
                                   rho=o.rho, rtol=o.rtol, atol=o.atol, denoise=o.denoise, precond=precond)
     elif method == "deis":
-        from pds_jax.samplers.deis import get_deis_sampler
-
         d = s.deis
         sampler = get_deis_sampler(sde, shape, d.num_steps, method=d.method.lower(), order=d.order,
                                    grid=d.grid, rho=d.rho, precond=precond)
     else:
         raise ValueError(f"config.sampling.method={s.method!r} is not one of {METHODS}")
-    if inverse_scaler is None:
-        return sampler
-    return _with_output_map(sampler, inverse_scaler)
+    return sampler.with_inverse_scaler(inverse_scaler)
 
 
-def _with_output_map(sampler, fn):
-    def wrapped(rng, score_fn):
-        x, nfe = sampler(rng, score_fn)
-        return fn(x), nfe
-
-    wrapped.__dict__.update(sampler.__dict__)
-    return wrapped
-
-
-__all__ = ["get_pc_sampler", "get_sampler", "METHODS"]
+__all__ = ["get_pc_sampler", "get_sampler", "METHODS", "Sampler"]

@@ -18,13 +18,17 @@ applies P to its drift and M to its noise, which is the same rule.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 
+from pds_jax import pds
+from pds_jax.pds import PDSSetup
 from pds_jax.precond import Preconditioner
-from pds_jax.samplers.common import as_partial, check_shape
+from pds_jax.samplers.common import check_shape
+from pds_jax.samplers.record import Sampler
 from pds_jax.sde import SDE, VESDE, VPSDE, subVPSDE, batch_mul
 
 Array = jax.Array
@@ -156,16 +160,82 @@ CORRECTORS = {
 # --------------------------------------------------------------------------- #
 
 
-def speed_up_schedule(sde: SDE, speed_up: float, eps: Optional[float] = None) -> Tuple[SDE, float]:
-    """The official PDS `--speed_up k`: N → int(N / k) steps and eps → eps · k."""
-    speed_up = float(speed_up)
-    if not speed_up > 0:
-        raise ValueError(f"speed_up must be > 0, got {speed_up}")
-    n = int(sde.N / speed_up)
-    if n < 1:
-        raise ValueError(f"speed_up={speed_up} leaves no steps of the N={sde.N} schedule")
-    base_eps = sde.default_eps if eps is None else float(eps)
-    return sde.with_steps(n), base_eps * speed_up
+@functools.partial(jax.jit, static_argnames=(
+    "sde", "shape", "eps", "predictor", "corrector", "snr", "n_steps", "probability_flow", "denoise",
+    "batch_sharding", "check_finite"))
+def pc_solve(rng: Array, score_fn: ScoreFn, precond: Preconditioner, *, sde: SDE, shape: Tuple[int, ...],
+             eps: float, predictor: str, corrector: str, snr: float, n_steps: int,
+             probability_flow: bool, denoise: bool, batch_sharding=None, check_finite: bool = False):
+    """The PC loop (score_sde's Algorithm of PC sampling, with PDS): N = sde.N steps.
+
+    x_T = M · prior sample; for t in linspace(T, eps, N): corrector, then predictor, at t;
+    returns (x_mean of the last predictor if `denoise` else x, stats) where stats holds
+    'first_bad', the first step whose state is NaN/Inf (−1 if none), when `check_finite`.
+    The keys are split exactly as score_sde does; the settings are static, so timesteps
+    and step counts are compile-time constants of one `fori_loop` program.
+    """
+    predictor_fn, corrector_fn = PREDICTORS[predictor], CORRECTORS[corrector]
+    num_steps = sde.N
+
+    def constrain(x):
+        return x if batch_sharding is None else jax.lax.with_sharding_constraint(x, batch_sharding)
+
+    rng, step_rng = jax.random.split(rng)
+    x = constrain(precond.M(sde.prior_sampling(step_rng, shape)))
+    timesteps = jnp.linspace(sde.T, eps, num_steps)
+
+    def body(i, val):
+        rng, x, x_mean, first_bad = val
+        vec_t = jnp.ones((shape[0],), x.dtype) * timesteps[i]
+        rng, step_rng = jax.random.split(rng)
+        x, x_mean = corrector_fn(step_rng, x, vec_t, sde, score_fn, precond, snr, n_steps)
+        rng, step_rng = jax.random.split(rng)
+        x, x_mean = predictor_fn(step_rng, x, vec_t, sde, score_fn, precond, probability_flow)
+        x, x_mean = constrain(x), constrain(x_mean)
+        if check_finite:
+            bad = ~(jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(x_mean)))
+            first_bad = jnp.where((first_bad < 0) & bad, i, first_bad)
+        return rng, x, x_mean, first_bad
+
+    init = (rng, x, x, jnp.asarray(-1, jnp.int32))
+    _, x, x_mean, first_bad = jax.lax.fori_loop(0, num_steps, body, init)
+    return (x_mean if denoise else x), ({"first_bad": first_bad} if check_finite else {})
+
+
+def _check_settings(sde: SDE, predictor: str, corrector: str, n_steps: int, probability_flow: bool) -> None:
+    if predictor not in PREDICTORS:
+        raise ValueError(f"unknown predictor {predictor!r}; choose one of {sorted(PREDICTORS)}")
+    if corrector not in CORRECTORS:
+        raise ValueError(f"unknown corrector {corrector!r}; choose one of {sorted(CORRECTORS)}")
+    if int(n_steps) < 0:
+        raise ValueError(f"n_steps must be >= 0, got {n_steps}")
+    if predictor == "ancestral_sampling":
+        if probability_flow:
+            raise ValueError("ancestral_sampling has no probability-flow variant; use reverse_diffusion")
+        if not isinstance(sde, (VESDE, VPSDE)):
+            raise ValueError(f"ancestral_sampling supports VESDE and VPSDE only, not {type(sde).__name__}")
+
+
+def pc_sampler(setup: PDSSetup, shape, predictor: str = "reverse_diffusion", corrector: str = "langevin",
+               snr: float = 0.16, n_steps: int = 1, probability_flow: bool = False, denoise: bool = True,
+               inverse_scaler: Optional[Callable[[Array], Array]] = None,
+               batch_sharding: Optional[jax.sharding.Sharding] = None, check_finite: bool = False) -> Sampler:
+    """The PC `Sampler` of a resolved `pds_jax.pds.PDSSetup` (schedule, α, preconditioner)."""
+    _check_settings(setup.sde, predictor, corrector, n_steps, probability_flow)
+    shape = check_shape(shape)
+    precond = setup.precond
+    if tuple(precond.shape) != shape[1:]:
+        raise ValueError(f"preconditioner is for images of shape {precond.shape}, sampler for {shape[1:]}")
+    evals_per_step = (predictor != "none") + (corrector != "none") * int(n_steps)
+    solve = functools.partial(
+        pc_solve, sde=setup.sde, shape=shape, eps=float(setup.eps), predictor=predictor,
+        corrector=corrector, snr=snr, n_steps=int(n_steps), probability_flow=bool(probability_flow),
+        denoise=bool(denoise), batch_sharding=batch_sharding, check_finite=bool(check_finite))
+    options = {"predictor": predictor, "corrector": corrector, "snr": snr, "n_steps_each": int(n_steps),
+               "probability_flow": bool(probability_flow), "denoise": bool(denoise)}
+    options.update(setup.describe())
+    return Sampler("pc", shape, setup.num_steps, setup.num_steps * evals_per_step, float(setup.eps), solve,
+                   operands=(precond,), inverse_scaler=inverse_scaler, check_finite=bool(check_finite), options=options)
 
 
 def get_pc_sampler(sde: SDE, shape, predictor: str = "reverse_diffusion", corrector: str = "langevin",
@@ -174,8 +244,8 @@ def get_pc_sampler(sde: SDE, shape, predictor: str = "reverse_diffusion", correc
                    precond: Optional[Preconditioner] = None, speed_up: float = 1.0,
                    inverse_scaler: Optional[Callable[[Array], Array]] = None,
                    batch_sharding: Optional[jax.sharding.Sharding] = None,
-                   check_finite: bool = False):
-    """Build a jitted PC sampler `sampler(rng, score_fn) -> (samples, nfe)`.
+                   check_finite: bool = False, num_steps: Optional[int] = None) -> Sampler:
+    """Build a jitted PC sampler `sampler(rng, score_fn) -> (samples, nfe)` (a `Sampler`).
 
     Args:
       sde: the forward SDE (its N is the full-length schedule).
@@ -188,85 +258,23 @@ def get_pc_sampler(sde: SDE, shape, predictor: str = "reverse_diffusion", correc
         `noise_removal`).
       eps: the final time (default `sde.default_eps`); multiplied by `speed_up`.
       precond: the PDS preconditioner; None runs the vanilla sampler.
-      speed_up: k of the official PDS CLI: N → int(N / k), eps → eps · k.
-      inverse_scaler: applied to the output (e.g. [-1, 1] → [0, 1]).
+      speed_up: k of the official PDS CLI: N → int(N / k), eps → eps · k
+        (`pds_jax.pds.pc_schedule`); or give `num_steps` = N directly.
+      inverse_scaler: applied to the output inside the program (e.g. [-1, 1] → [0, 1]).
       batch_sharding: shard the batch axis (e.g. `pds_jax.sharding.batch_sharding()`);
         the same key gives the same samples on any number of devices.
       check_finite: raise `FloatingPointError` naming the first step that produced
         NaN/Inf (checked after the run; costs one reduction per step).
 
     Returns:
-      `sampler(rng, score_fn)`: `score_fn(x, t)` maps NHWC x and t (batch,) to the
-      score; it returns (samples NHWC, nfe: int). `sampler.num_steps`, `.eps`, `.nfe`
-      and `.sde` describe the schedule actually run.
+      a `pds_jax.samplers.record.Sampler`: `sampler(rng, score_fn)` with `score_fn(x, t)`
+      mapping NHWC x and t (batch,) to the score returns (samples NHWC, nfe: int);
+      `num_steps`, `eps`, `nfe` and `describe()` give the schedule actually run.
     """
-    if predictor not in PREDICTORS:
-        raise ValueError(f"unknown predictor {predictor!r}; choose one of {sorted(PREDICTORS)}")
-    if corrector not in CORRECTORS:
-        raise ValueError(f"unknown corrector {corrector!r}; choose one of {sorted(CORRECTORS)}")
     shape = check_shape(shape)
-    if int(n_steps) < 0:
-        raise ValueError(f"n_steps must be >= 0, got {n_steps}")
-    if predictor == "ancestral_sampling":
-        if probability_flow:
-            raise ValueError("ancestral_sampling has no probability-flow variant; use reverse_diffusion")
-        if not isinstance(sde, (VESDE, VPSDE)):
-            raise ValueError(f"ancestral_sampling supports VESDE and VPSDE only, not {type(sde).__name__}")
     if precond is None:
         precond = Preconditioner.identity(shape[1:])
-    if tuple(precond.shape) != shape[1:]:
-        raise ValueError(f"preconditioner is for images of shape {precond.shape}, sampler for {shape[1:]}")
-
-    run_sde, final_eps = speed_up_schedule(sde, speed_up, eps)
-    num_steps = run_sde.N
-    predictor_fn, corrector_fn = PREDICTORS[predictor], CORRECTORS[corrector]
-    evals_per_step = (predictor != "none") + (corrector != "none") * int(n_steps)
-    nfe = num_steps * evals_per_step
-
-    def constrain(x):
-        return x if batch_sharding is None else jax.lax.with_sharding_constraint(x, batch_sharding)
-
-    def sample(rng, score_fn, precond):
-        rng, step_rng = jax.random.split(rng)
-        x = constrain(precond.M(run_sde.prior_sampling(step_rng, shape)))
-        timesteps = jnp.linspace(run_sde.T, final_eps, num_steps)
-
-        def body(i, val):
-            rng, x, x_mean, first_bad = val
-            vec_t = jnp.ones((shape[0],), x.dtype) * timesteps[i]
-            rng, step_rng = jax.random.split(rng)
-            x, x_mean = corrector_fn(step_rng, x, vec_t, run_sde, score_fn, precond, snr, n_steps)
-            rng, step_rng = jax.random.split(rng)
-            x, x_mean = predictor_fn(step_rng, x, vec_t, run_sde, score_fn, precond, probability_flow)
-            x, x_mean = constrain(x), constrain(x_mean)
-            if check_finite:
-                bad = ~(jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(x_mean)))
-                first_bad = jnp.where((first_bad < 0) & bad, i, first_bad)
-            return rng, x, x_mean, first_bad
-
-        init = (rng, x, x, jnp.asarray(-1, jnp.int32))
-        _, x, x_mean, first_bad = jax.lax.fori_loop(0, num_steps, body, init)
-        out = x_mean if denoise else x
-        if inverse_scaler is not None:
-            out = inverse_scaler(out)
-        return out, first_bad
-
-    jitted = jax.jit(sample)
-
-    def sampler(rng, score_fn: ScoreFn):
-        samples, first_bad = jitted(rng, as_partial(score_fn), precond)
-        if check_finite:
-            bad = int(first_bad)
-            if bad >= 0:
-                t_bad = run_sde.T + bad * (final_eps - run_sde.T) / max(num_steps - 1, 1)
-                raise FloatingPointError(
-                    f"PC sampler produced NaN/Inf first at step {bad} of {num_steps} (t = {t_bad:.4g}); "
-                    "check the score function, the snr, and the preconditioner filters")
-        return samples, nfe
-
-    sampler.num_steps = num_steps
-    sampler.eps = final_eps
-    sampler.nfe = nfe
-    sampler.sde = run_sde
-    sampler.lower = lambda rng, score_fn: jitted.lower(rng, as_partial(score_fn), precond)
-    return sampler
+    setup = pds.from_arguments(sde, shape[1:], speed_up=None if num_steps is not None else speed_up,
+                               eps=eps, num_steps=num_steps, precond=precond)
+    return pc_sampler(setup, shape, predictor, corrector, snr, n_steps, probability_flow, denoise,
+                      inverse_scaler, batch_sharding, check_finite)

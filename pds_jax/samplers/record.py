@@ -10,8 +10,11 @@ with the inverse scaler (if any) applied inside the compiled program, so that
 `sampler.lower(rng, score_fn)` lowers exactly what `sampler(rng, score_fn)` runs.
 `describe()` is what run.json / eval.json record.
 
-The solver contract: `solve(rng, score_fn) -> (x, stats)` is pure and traceable, where
-`stats` is a dict of scalar arrays that may hold 'nfe' (the number of score evaluations,
+The solver contract: `solve(rng, score_fn, *operands) -> (x, stats)` is pure and
+traceable; `operands` are pytrees passed to the compiled program as arguments (the
+preconditioner's filters, coefficient tables), so a sampler rebuilt with new filters of the
+same shape runs the same compiled program (`lower(...)`'s executable takes `(rng, score_fn,
+operands)`). `stats` is a dict of scalar arrays that may hold 'nfe' (the number of score evaluations,
 for adaptive solvers whose count is only known at run time) and 'first_bad' (the index
 of the first step whose state was NaN/Inf, −1 if none, for samplers that check).
 """
@@ -42,7 +45,9 @@ class Sampler:
       nfe: score evaluations per call; for adaptive solvers (`adaptive=True`) the bound
         (the actual count of a call is what `__call__` returns).
       eps: the final time t of the schedule.
-      solve: `(rng, score_fn) -> (x, stats)`, pure (a partial of a module-level solver).
+      solve: `(rng, score_fn, *operands) -> (x, stats)`, pure (a partial of a module-level
+        solver binding the static settings).
+      operands: the pytrees `solve` takes as traced arguments.
       adaptive: whether the NFE is only known at run time.
       inverse_scaler: applied to the samples inside the compiled program (None: identity).
       check_finite: raise `FloatingPointError` after a call whose samples are NaN/Inf.
@@ -55,14 +60,15 @@ class Sampler:
     num_steps: int
     nfe: int
     eps: float
-    solve: Callable[[Array, Callable], Tuple[Array, Mapping[str, Array]]]
+    solve: Callable[..., Tuple[Array, Mapping[str, Array]]]
+    operands: Tuple[Any, ...] = ()
     adaptive: bool = False
     inverse_scaler: Optional[Callable[[Array], Array]] = None
     check_finite: bool = False
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-    def _run(self, rng: Array, score_fn: Callable):
-        x, stats = self.solve(rng, score_fn)
+    def _run(self, rng: Array, score_fn: Callable, operands: Tuple[Any, ...]):
+        x, stats = self.solve(rng, score_fn, *operands)
         if self.inverse_scaler is not None:
             x = self.inverse_scaler(x)
         return x, stats
@@ -74,15 +80,16 @@ class Sampler:
         return jax.jit(self._run)
 
     def __call__(self, rng: Array, score_fn: Callable) -> Tuple[Array, int]:
-        x, stats = self._program(rng, as_partial(score_fn))
+        x, stats = self._program(rng, as_partial(score_fn), self.operands)
         if self.check_finite:
             self._raise_if_not_finite(x, stats)
         nfe = int(stats["nfe"]) if "nfe" in stats else self.nfe
         return x, nfe
 
     def lower(self, rng: Array, score_fn: Callable):
-        """`jax.jit(...).lower` of the program a call runs (inverse scaler included)."""
-        return self._program.lower(rng, as_partial(score_fn))
+        """`jax.jit(...).lower` of the program a call runs (inverse scaler included); its
+        compiled form is called as `compiled(rng, score_fn, sampler.operands)`."""
+        return self._program.lower(rng, as_partial(score_fn), self.operands)
 
     def with_inverse_scaler(self, inverse_scaler: Optional[Callable[[Array], Array]]) -> "Sampler":
         return dataclasses.replace(self, inverse_scaler=inverse_scaler)
