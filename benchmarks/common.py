@@ -101,7 +101,7 @@ def header(name: str, argv: Sequence[str], settings: dict) -> dict:
     """The head of every result file."""
     import jaxlib
 
-    from pds_jax.modes.common import device_info
+    from pds_jax.provenance import device_info
 
     device = device_info()
     device.pop("host", None)

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from benchmarks import common, pil_plot  # noqa: E402
 from pds_jax import models, timing  # noqa: E402
-from pds_jax.samplers.pc import speed_up_schedule  # noqa: E402
+from pds_jax.pds import pc_schedule  # noqa: E402
 from pds_jax.sde import get_sde  # noqa: E402
 
 NAME = "paper_timing"
@@ -106,7 +106,7 @@ def build_case(spec: dict, config_name: str, args):
 def case_result(spec: dict, context: dict, families: dict) -> dict:
     sde, kwargs = context["sde"], context["kwargs"]
     nfe_per_step = 1 + kwargs["n_steps"]
-    pds_sde, pds_eps = speed_up_schedule(sde, spec["speed_up"])
+    pds_sde, pds_eps = pc_schedule(sde, spec["speed_up"])
     vanilla = sampler_result(families["vanilla"], sde.N, nfe_per_step)
     pds = sampler_result(families["pds"], pds_sde.N, nfe_per_step)
     vanilla.update(speed_up=1.0, filters=[], eps=sde.default_eps)
@@ -166,6 +166,29 @@ def table(result: dict) -> str:
                                 "extrapolated s", "paper s", "note"], rows)
 
 
+def build_cases(args, overrides: dict, budget) -> tuple:
+    """({name: result entry}, {name: programs}, {name: context}) of every case (errors recorded)."""
+    entries, cases, contexts = {}, {}, {}
+    for name, spec in CASES.items():
+        config_name = overrides.get(name, spec["config"])
+        entry = entries[name] = {
+            "name": name, "config": config_name, "batch": args.batch, "status": "pending",
+            "paper": {"vanilla_s": spec["paper_vanilla_s"], "pds_s": spec["paper_pds_s"],
+                      "speedup": round(spec["paper_vanilla_s"] / spec["paper_pds_s"], 2),
+                      "vanilla_steps": PAPER_STEPS, "pds_steps": int(PAPER_STEPS / spec["speed_up"]),
+                      "device": PAPER_DEVICE, "batch": PAPER_BATCH}}
+        if name not in args.cases:
+            entry.update(status="skipped", reason=f"not in --cases {args.cases} (preset {args.preset})")
+        elif budget.exhausted():
+            entry.update(status="skipped", reason=budget.reason())
+        else:
+            try:
+                cases[name], contexts[name] = build_case(spec, config_name, args)
+            except Exception as e:  # noqa: BLE001 - one failing case must not lose the other
+                entry.update(status="error", reason=common.error_text(e))
+    return entries, cases, contexts
+
+
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -190,24 +213,7 @@ def main(argv=None) -> dict:
     print(f"{NAME}: writing {json_path}", flush=True)
 
     # Build every case, compile them all (overlapping), then time case by case.
-    entries, cases, contexts = {}, {}, {}
-    for name, spec in CASES.items():
-        config_name = overrides.get(name, spec["config"])
-        entry = entries[name] = {
-            "name": name, "config": config_name, "batch": args.batch, "status": "pending",
-            "paper": {"vanilla_s": spec["paper_vanilla_s"], "pds_s": spec["paper_pds_s"],
-                      "speedup": round(spec["paper_vanilla_s"] / spec["paper_pds_s"], 2),
-                      "vanilla_steps": PAPER_STEPS, "pds_steps": int(PAPER_STEPS / spec["speed_up"]),
-                      "device": PAPER_DEVICE, "batch": PAPER_BATCH}}
-        if name not in args.cases:
-            entry.update(status="skipped", reason=f"not in --cases {args.cases} (preset {args.preset})")
-        elif budget.exhausted():
-            entry.update(status="skipped", reason=budget.reason())
-        else:
-            try:
-                cases[name], contexts[name] = build_case(spec, config_name, args)
-            except Exception as e:  # noqa: BLE001 - one failing case must not lose the other
-                entry.update(status="error", reason=common.error_text(e))
+    entries, cases, contexts = build_cases(args, overrides, budget)
     result["cases"] = list(entries.values())
     writer.write(result)
 

@@ -45,20 +45,21 @@ import argparse
 import dataclasses
 import datetime
 import importlib.util
-import math
 import os
 import shlex
 import sys
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Optional
 
-import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # run from a checkout
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import alpha_fit  # noqa: E402
 from pds_jax import alpha_rule, io_utils  # noqa: E402
+from pds_jax.provenance import config_hash, device_info  # noqa: E402
+from quality_study import Job, Study, _pc_label  # noqa: E402
 from quality_report import (nfe_table, plot_alpha, plot_quality, plot_samples, summary_table,  # noqa: E402
                             sweeps_from)
 
@@ -66,7 +67,6 @@ FORMAT = "pds_jax.quality_vs_steps/1"
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "fashion_mnist_pds.py")
 DEFAULT_OUT = os.path.join(REPO, "benchmarks", "results", "quality_vs_steps.json")
 KID_FEATURES = os.path.join(REPO, "checkpoints", "fashion_mnist_classifier", "fashion_mnist_test_stats.npz")
-THUMBS = 8
 
 PRESETS = {
     # One H100, batch 1000: ~5-10 ms per network evaluation of a batch, ~5-10 s per compile.
@@ -80,236 +80,6 @@ PRESETS = {
                   kid_subsets=5, time_budget=None),
 }
 
-
-# ------------------------------------------------------------------------- the study
-
-
-@dataclasses.dataclass
-class Job:
-    """Settings that share one compiled program; `nfe` × `settings` is its cost estimate."""
-
-    name: str
-    nfe: int                     # per sample and setting (estimate for adaptive)
-    settings: int                # number of settings (α values) in the group
-    run: Callable[["Study"], Iterator[dict]]  # yields one row per setting as it finishes
-    labels: Optional[List[str]] = None  # result labels, where known before the run (--resume)
-
-
-class Study:
-    """Model, references and measurement helpers shared by all jobs."""
-
-    def __init__(self, config, args, log=print):
-        import jax
-
-        from pds_jax import feature_nets, filters, metrics
-        from pds_jax.data import get_data_inverse_scaler
-        from pds_jax.modes.common import load_score_fn, resolve_path
-
-        self.jax, self.metrics, self.log, self.args = jax, metrics, log, args
-        self.config = config
-        self.sde, _, _, self.score_fn, self.checkpoint = load_score_fn(config)
-        size, channels = config.data.image_size, config.data.num_channels
-        self.shape = (args.batch_size, size, size, channels)
-        self.num_batches = math.ceil(args.num_samples / args.batch_size)
-        self.inverse = get_data_inverse_scaler(config)
-        self.key = jax.random.PRNGKey(args.seed)
-        pds = config.sampling.pds
-        self.raw = {kind: filters.load_statistic(resolve_path(pds[f"{kind}_filter"]), kind, config)
-                    for kind in ("freq", "space") if pds[f"{kind}_filter"]}
-        if not self.raw:
-            raise ValueError("the PDS sweep needs config.sampling.pds.freq_filter and/or space_filter")
-        self.extractor = feature_nets.get_feature_fn(str(config.eval.feature_net))
-        self.fid_ref = metrics.load_statistics(resolve_path(args.fid_stats), self.extractor.name, self.extractor.dim)
-        self.kid_ref = (metrics.load_statistics(resolve_path(args.kid_stats), self.extractor.name,
-                                                self.extractor.dim) if args.kid_stats else None)
-        if self.kid_ref is not None and self.kid_ref.features is None:
-            raise ValueError(f"--kid-stats {args.kid_stats} holds no raw features")
-        self.done: set = set()  # labels measured by an earlier run (--resume)
-        self.compiled_pc = {}
-        self.thumbs: Dict[str, np.ndarray] = {}
-        self.compile_seconds: List[float] = []
-        self.batch_times: List[tuple] = []     # (NFE, seconds) of batches without compile/warm-up
-        self.metric_seconds: List[float] = []
-
-    # ------------------------------------------------------------------ metrics
-    def reference_floor(self) -> dict:
-        """FID/KID of n real test images (n = --num-samples): the finite-sample floor."""
-        if self.kid_ref is None:
-            return {}
-        feats = self.kid_ref.features
-        n = min(self.args.num_samples, len(feats) // 2)
-        real = self._stats(feats[:n])
-        out = {"n": n, "fid": self.metrics.fid_from_statistics(real, self.fid_ref),
-               "note": f"first {n} test images vs the references (KID: vs the other test images)"}
-        kid = self.metrics.kid(feats[:n], feats[n:], num_subsets=self.args.kid_subsets)
-        out.update(kid=kid.mean, kid_std=kid.std)
-        return out
-
-    def _stats(self, feats):
-        f = np.asarray(feats, np.float64)
-        return self.metrics.FeatureStatistics(f.mean(0), np.cov(f, rowvar=False), len(f),
-                                              self.extractor.name, features=feats)
-
-    def measure(self, images: np.ndarray) -> dict:
-        """FID (vs --fid-stats) and KID (vs --kid-stats) of uint8 NHWC samples."""
-        feats = self.metrics.compute_features(images, self.extractor, batch_size=min(len(images), 1000),
-                                              progress=False)
-        stats = self._stats(feats)
-        out = {"fid": self.metrics.fid_from_statistics(stats, self.fid_ref)}
-        if self.kid_ref is not None:
-            kid = self.metrics.kid(feats, self.kid_ref.features, num_subsets=self.args.kid_subsets)
-            out.update(kid=kid.mean, kid_std=kid.std)
-        return out
-
-    # ----------------------------------------------------------------- sampling
-    def draw(self, call: Callable, label: str) -> dict:
-        """Run `call(rng) -> (x, nfe)` on every batch; uint8 samples + timing + metrics."""
-        chunks, nfes, seconds, nonfinite = [], [], [], 0
-        for b in range(self.num_batches):
-            start = time.perf_counter()
-            x, nfe = call(self.jax.random.fold_in(self.key, b))
-            x = np.asarray(x, np.float32)
-            seconds.append(time.perf_counter() - start)
-            nfes.append(int(nfe))
-            bad = ~np.isfinite(x)
-            nonfinite += int(bad.any(axis=(1, 2, 3)).sum())
-            chunks.append(_to_uint8(np.where(bad, 0.0, x)))
-        images = np.concatenate(chunks)[: self.args.num_samples]
-        self.thumbs[label] = images[:THUMBS]
-        row = {"num_samples": int(len(images)), "nfe": float(np.mean(nfes)), "nfe_per_batch": nfes,
-               "nonfinite_fraction": nonfinite / float(self.num_batches * self.shape[0]),
-               "seconds_per_batch": seconds}
-        start = time.perf_counter()
-        row.update(self.measure(images))
-        row["metric_seconds"] = time.perf_counter() - start
-        self.metric_seconds.append(row["metric_seconds"])
-        return row
-
-    def pc_program(self, steps: int):
-        """The compiled PC sampler for N steps (cached), taking the preconditioner as an argument."""
-        if steps in self.compiled_pc:
-            return self.compiled_pc[steps]
-        from pds_jax.precond import Preconditioner
-        from pds_jax.samplers.pc import get_pc_sampler
-
-        k = _speed_up_for(int(self.config.model.num_scales), steps)
-        template = Preconditioner.from_arrays(self.raw.get("freq"), self.raw.get("space"), alpha=5.0,
-                                              mode=str(self.config.sampling.pds.normalization))
-        s = self.config.sampling
-        sampler = get_pc_sampler(self.sde, self.shape, predictor=s.predictor, corrector=s.corrector, snr=s.snr,
-                                 n_steps=s.n_steps_each, probability_flow=s.probability_flow,
-                                 denoise=s.noise_removal, precond=template, speed_up=k,
-                                 inverse_scaler=self.inverse)
-        assert sampler.num_steps == steps, (sampler.num_steps, steps)
-        start = time.perf_counter()
-        compiled = sampler.lower(self.key, self.score_fn).compile()
-        self.compile_seconds.append(time.perf_counter() - start)
-        self.compiled_pc[steps] = (compiled, sampler, template)
-        return self.compiled_pc[steps]
-
-    def run_pc(self, steps: int, alphas: Sequence[Optional[float]]) -> Iterator[dict]:
-        """PC at N steps for each α (None = vanilla), all through one compiled program."""
-        from pds_jax.precond import Preconditioner
-        from pds_jax.samplers.pc import as_partial
-
-        alphas = [a for a in alphas if _pc_label(steps, a) not in self.done]
-        if not alphas:
-            return
-        compiled, sampler, template = self.pc_program(steps)
-        score = as_partial(self.score_fn)
-        mode = str(self.config.sampling.pds.normalization)
-        for alpha in alphas:
-            if alpha is None:  # D = s = 1: the vanilla sampler, same program
-                precond = dataclasses.replace(template, **{
-                    k: None if getattr(template, k) is None else self.jax.numpy.ones_like(getattr(template, k))
-                    for k in ("freq", "space")})
-                method, label = "pc_vanilla", _pc_label(steps, alpha)
-            else:
-                precond = Preconditioner.from_arrays(self.raw.get("freq"), self.raw.get("space"),
-                                                     alpha=float(alpha), mode=mode, fft=template.fft)
-                method, label = "pc_pds", _pc_label(steps, alpha)
-            nfe = sampler.nfe
-            row = self.draw(lambda rng: (compiled(rng, score, precond)[0], nfe), label)
-            row.update(method=method, steps=steps, alpha=alpha, eps=sampler.eps, label=label)
-            # compiled ahead of time (pc_program), so every batch times sampling only; with one
-            # batch per setting, dropping a warm-up batch would leave nothing to estimate from
-            yield self._timed(row)
-
-    def run_ode_deis(self, method: str, knob) -> Iterator[dict]:
-        from pds_jax.samplers.deis import get_deis_sampler
-        from pds_jax.samplers.ode import get_ode_sampler
-
-        o, shape = self.config.sampling.ode, self.shape
-        if method == "ode_rk45":
-            sampler = get_ode_sampler(self.sde, shape, "adaptive", rtol=knob, atol=knob, denoise=True)
-            label, steps = f"ode_rk45 tol={knob:g}", None
-        elif method in ("ode_euler", "ode_heun"):
-            solver = method[4:]
-            steps = (knob - 1) if solver == "euler" else (knob - 1) // 2  # + 1 NFE denoising
-            if steps < 1:
-                raise ValueError(f"{method}: an NFE budget of {knob} leaves no ODE step")
-            sampler = get_ode_sampler(self.sde, shape, solver, steps, grid=o.grid, rho=o.rho, denoise=True)
-            label = f"{method} NFE={sampler.nfe}"
-        else:
-            steps = knob
-            sampler = get_deis_sampler(self.sde, shape, steps, method="tab" if method == "deis_tab3" else "ipndm",
-                                       order=3, grid=self.config.sampling.deis.grid, rho=self.config.sampling.deis.rho)
-            label = f"{method} NFE={sampler.nfe}"
-        if label in self.done:
-            return
-        row = self.draw(lambda rng: _mapped(sampler(rng, self.score_fn), self.inverse), label)
-        # the first batch includes the compile of these samplers (module-level jit)
-        times = row["seconds_per_batch"]
-        if len(times) > 1:
-            self.compile_seconds.append(max(times[0] - float(np.mean(times[1:])), 0.0))
-        row.update(method=method, steps=steps, alpha=None, tol=knob if method == "ode_rk45" else None,
-                   label=label)
-        yield self._timed(row, skip_first=True)
-
-    def _timed(self, row, skip_first=False) -> dict:
-        pairs = list(zip(row["nfe_per_batch"], row["seconds_per_batch"]))
-        self.batch_times += pairs[1:] if skip_first else pairs
-        row["sample_seconds"] = float(np.sum(row["seconds_per_batch"]))
-        return row
-
-    def seconds_per_batch_nfe(self) -> Optional[float]:
-        """Measured time of one network evaluation of a batch (NFE-weighted over clean batches)."""
-        nfe = sum(n for n, _ in self.batch_times)
-        return sum(t for _, t in self.batch_times) / nfe if nfe else None
-
-    # --------------------------------------------------------------- estimates
-    def estimate(self, job: Job, pc_steps: Optional[int] = None) -> float:
-        """Seconds `job` will take: compile (the longest so far) + its NFE at the measured rate
-        + the per-setting metric time (the longest so far)."""
-        per_bnfe = self.seconds_per_batch_nfe()
-        if per_bnfe is None:
-            return 0.0  # nothing measured yet
-        compile_s = 0.0 if pc_steps in self.compiled_pc else max(self.compile_seconds, default=30.0)
-        overhead = max(self.metric_seconds, default=1.0) + 0.5
-        return compile_s + job.settings * (self.num_batches * job.nfe * per_bnfe + overhead)
-
-
-def _pc_label(steps: int, alpha: Optional[float]) -> str:
-    return f"pc_vanilla N={steps}" if alpha is None else f"pc_pds N={steps} alpha={alpha:g}"
-
-
-def _speed_up_for(num_scales: int, steps: int) -> float:
-    """k with int(num_scales / k) == steps (float division can land on steps − 1)."""
-    if not 1 <= steps <= num_scales:
-        raise ValueError(f"{steps} PC steps do not fit a schedule of model.num_scales={num_scales}")
-    for k in (num_scales / steps, num_scales / (steps + 1e-6)):
-        if int(num_scales / k) == steps:
-            return k
-    raise AssertionError((num_scales, steps))
-
-
-def _mapped(out, fn):
-    x, nfe = out
-    return fn(x), nfe
-
-
-def _to_uint8(x):
-    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 
 def make_jobs(args) -> List[Job]:
@@ -340,14 +110,8 @@ def make_jobs(args) -> List[Job]:
     return jobs
 
 
-def run_study(config, args, out_path: str, log=print) -> dict:
-    import jax
-
-    from pds_jax.modes.common import config_hash, device_info
-
-    t0 = time.perf_counter()
-    study = Study(config, args, log)
-    report = {
+def _report_head(config, args, study) -> dict:
+    return {
         "format": FORMAT,
         "meta": {"script": "benchmarks/quality_vs_steps.py", "command": args.command,
                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -372,6 +136,30 @@ def run_study(config, args, out_path: str, log=print) -> dict:
                       "floor": study.reference_floor()},
         "results": [], "skipped": [], "failed": [], "timing": {}, "complete": False,
     }
+
+
+def _run_job(job, study, report, save, t0, log) -> None:
+    """Run one job's settings, recording each row (or the failure) as it finishes."""
+    try:
+        for row in job.run(study):
+            report["results"].append(row)
+            kid = f"  KID {row['kid']:.5f}" if "kid" in row else ""
+            log(f"[{time.perf_counter() - t0:6.1f}s] {row['label']:28s} NFE {row['nfe']:7.1f}  "
+                f"FID {row['fid']:9.4f}{kid}"
+                + (f"  nonfinite {row['nonfinite_fraction']:.2f}" if row["nonfinite_fraction"] else ""))
+            save()
+    except Exception as e:  # noqa: BLE001 - one broken setting must not lose the others
+        report["failed"].append({"job": job.name, "error": f"{type(e).__name__}: {e}"})
+        log(f"[{time.perf_counter() - t0:6.1f}s] FAILED {job.name}: {type(e).__name__}: {e}")
+        save()
+
+
+def run_study(config, args, out_path: str, log=print) -> dict:
+    import jax
+
+    t0 = time.perf_counter()
+    study = Study(config, args, log)
+    report = _report_head(config, args, study)
     if args.resume:
         report = _resume(report, args.resume, study)
     log(f"[{time.perf_counter() - t0:6.1f}s] {jax.devices()[0].device_kind}: {study.num_batches} batch(es) of "
@@ -399,18 +187,7 @@ def run_study(config, args, out_path: str, log=print) -> dict:
             log(f"[{elapsed:6.1f}s] skip {job.name} (estimated {estimate:.0f} s)")
             save()
             continue
-        try:
-            for row in job.run(study):
-                report["results"].append(row)
-                kid = f"  KID {row['kid']:.5f}" if "kid" in row else ""
-                log(f"[{time.perf_counter() - t0:6.1f}s] {row['label']:28s} NFE {row['nfe']:7.1f}  "
-                    f"FID {row['fid']:9.4f}{kid}"
-                    + (f"  nonfinite {row['nonfinite_fraction']:.2f}" if row["nonfinite_fraction"] else ""))
-                save()
-        except Exception as e:  # noqa: BLE001 - one broken setting must not lose the others
-            report["failed"].append({"job": job.name, "error": f"{type(e).__name__}: {e}"})
-            log(f"[{time.perf_counter() - t0:6.1f}s] FAILED {job.name}: {type(e).__name__}: {e}")
-            save()
+        _run_job(job, study, report, save, t0, log)
     report["complete"] = not report["skipped"] and not report["failed"]
     save()
     report["_thumbs"] = study.thumbs
@@ -466,7 +243,7 @@ def fit(report: dict, results_path: str, form: str = "auto") -> alpha_rule.Alpha
         provenance["resumed_commands"] = [r["command"] for r in meta["resumed"]]
     if meta.get("preset") != "gpu":
         provenance["warning"] = (f"fitted on a '{meta.get('preset')}' run: NOT a real measurement; do not install")
-    return alpha_rule.fit_rule(sweeps, form=form, provenance=provenance)
+    return alpha_fit.fit_rule(sweeps, form=form, provenance=provenance)
 
 
 # ---------------------------------------------------------------------- CLI
@@ -496,7 +273,7 @@ def write_fit(report: dict, results_path: str, paths: Dict[str, str], form: str,
         log(f"no alpha rule: {e}")
         rule = None
     if rule is not None:
-        alpha_rule.save_rule(rule, paths["rule"], overwrite=overwrite)
+        alpha_fit.save_rule(rule, paths["rule"], overwrite=overwrite)
         q = rule.quality
         log(f"alpha rule ({rule.form}): {rule.formula()}")
         for n, o in q["optima"].items():
@@ -567,7 +344,7 @@ def main(argv=None) -> dict:
                 raise SystemExit("nothing to install")
             if "warning" in rule.provenance:
                 raise SystemExit(f"refusing to install: {rule.provenance['warning']}")
-            alpha_rule.save_rule(rule, alpha_rule.RULE_PATH, overwrite=True)
+            alpha_fit.save_rule(rule, alpha_rule.RULE_PATH, overwrite=True)
             print(f"installed {alpha_rule.RULE_PATH}: {rule.formula()}")
         return {"report": report, "rule": rule}
 

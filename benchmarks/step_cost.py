@@ -168,6 +168,23 @@ def table(result: dict) -> str:
                                 "FFT-only ms/step", "FFT/vanilla"], rows)
 
 
+def trivial_case(args, budget, entries: dict, cases: dict):
+    """The score = −x case (FFT overhead alone), added to entries/cases; None if not asked for."""
+    if not (args.trivial_shape and all(args.trivial_shape)):
+        return None
+    trivial = entries["trivial"] = {"shape": list(args.trivial_shape), "batch": args.trivial_shape[0],
+                                    "status": "pending"}
+    if budget.exhausted():
+        trivial.update(status="skipped", reason=budget.reason())
+        return trivial
+    try:
+        cases["trivial"], info = build_trivial(args)
+        trivial.update(info)
+    except Exception as e:  # noqa: BLE001
+        trivial.update(status="error", reason=common.error_text(e))
+    return trivial
+
+
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -199,18 +216,7 @@ def main(argv=None) -> dict:
             entry.update(info)
         except Exception as e:  # noqa: BLE001 - one failing size must not lose the others
             entry.update(status="error", reason=common.error_text(e))
-    trivial = None
-    if args.trivial_shape and all(args.trivial_shape):
-        trivial = entries["trivial"] = {"shape": list(args.trivial_shape), "batch": args.trivial_shape[0],
-                                        "status": "pending"}
-        if budget.exhausted():
-            trivial.update(status="skipped", reason=budget.reason())
-        else:
-            try:
-                cases["trivial"], info = build_trivial(args)
-                trivial.update(info)
-            except Exception as e:  # noqa: BLE001
-                trivial.update(status="error", reason=common.error_text(e))
+    trivial = trivial_case(args, budget, entries, cases)
     result["sizes"] = [entries[name] for name in names]
     result["trivial_score"] = trivial
     writer.write(result)

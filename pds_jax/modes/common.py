@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import datetime
 import glob
-import hashlib
 import json
 import os
-import platform
 import time
 from typing import Optional
 
@@ -16,12 +14,13 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from pds_jax import checkpoints, models, pds
+from pds_jax import pds
 from pds_jax import images as image_io
 from pds_jax.io_utils import atomic_save_npz
 from pds_jax.paths import resolve_path
+from pds_jax.provenance import config_hash, device_info
 from pds_jax.samplers import get_sampler
-from pds_jax.sde import get_sde
+from pds_jax.score_model import load_score_model
 from pds_jax.sharding import batch_sharding
 
 GRID_SIZE = 64
@@ -82,29 +81,7 @@ def load_score_fn(config, workdir: Optional[str] = None, ema: bool = True):
     path = checkpoint_path(config, workdir)
     if not os.path.exists(path):
         raise FileNotFoundError(missing_checkpoint_message(config, path))
-    path = checkpoints.resolve_checkpoint(path)  # a folder → its newest file, named in errors and run.json
-    params = checkpoints.load_params(path, ema=ema)
-    checkpoints.check_params(params, config, checkpoint=path)
-    sde = get_sde(config)
-    model = models.create_model(config)
-    score_fn = models.get_score_fn(sde, model, params, continuous=config.training.continuous)
-    return sde, model, params, score_fn, path
-
-
-def device_info() -> dict:
-    devices = jax.devices()
-    return {
-        "platform": devices[0].platform,
-        "device_kind": devices[0].device_kind,
-        "device_count": len(devices),
-        "host": platform.node(),
-        "jax": jax.__version__,
-    }
-
-
-def config_hash(config) -> str:
-    text = json.dumps(config.to_dict(), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return load_score_model(config, path, ema=ema)
 
 
 def run_header(config, mode: str) -> dict:
