@@ -81,6 +81,14 @@ def get_common_config():
     evaluate.enable_loss = True
     evaluate.enable_bpd = False
     evaluate.bpd_dataset = 'test'
+    # --mode=likelihood (pds_jax): bits/dim of the first bpd_num_images of a seeded shuffle of
+    # bpd_dataset, bpd_batch_size at a time; divergence 'rademacher' | 'gaussian' | 'exact'
+    # and the RK45 tolerances (score_sde: Rademacher, rtol = atol = 1e-5).
+    evaluate.bpd_num_images = 256
+    evaluate.bpd_batch_size = 64
+    evaluate.bpd_hutchinson = 'rademacher'
+    evaluate.bpd_rtol = 1e-5
+    evaluate.bpd_atol = 1e-5
     evaluate.stats_file = ''             # reference feature statistics for FID/KID
     evaluate.feature_net = 'inception'
     evaluate.inception_weights = ''      # local Inception weights file
