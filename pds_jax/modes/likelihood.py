@@ -29,8 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
-from pds_jax.modes.common import config_hash, load_score_fn, run_header
-from pds_jax.modes.sample import output_dir
+from pds_jax.modes.common import config_hash, load_score_fn, output_dir, run_header
 
 SPLITS = ("test", "train")
 LIKELIHOOD_EPS = 1e-5  # score_sde's get_likelihood_fn default, for every SDE
