@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
+from tqdm.auto import tqdm
 
 from pds_jax import sharding
 from pds_jax.io_utils import atomic_save_npz
@@ -210,47 +211,36 @@ def estimate(batches: Iterable[np.ndarray], image_size: int, channels: int,
     mesh, summed per device in float32 and added on the host in float64; padded rows
     are masked out and not counted.
     """
-    from tqdm.auto import tqdm
-
     mesh = mesh or sharding.data_mesh()
     n_dev = mesh.devices.size
     fn = _partial_sums_fn(mesh)
     shape = (int(image_size), int(image_size), int(channels))
     sum_half = np.zeros((shape[2], shape[0], shape[1] // 2 + 1))  # channel-first, as computed
     sum_sq = np.zeros(shape)
-    count, padded_size, pending = 0, 0, None
+    count, padded = 0, [0]
 
-    def collect(result):
-        nonlocal sum_half, sum_sq
-        power, sq = jax.device_get(result)
-        sum_half += np.sum(power, axis=0, dtype=np.float64)
-        sum_sq += np.sum(sq, axis=0, dtype=np.float64)
-
-    bar = tqdm(total=num_images, unit="img", desc="filter statistics", disable=not progress)
-    try:
+    def wanted():  # the first num_images images, checked; a batch is cut at the limit
+        nonlocal count
         for batch in batches:
             if num_images is not None and count >= num_images:
                 break
             batch = _check_batch(batch, shape)
             if num_images is not None:
                 batch = batch[: num_images - count]
-            n = batch.shape[0]
-            if n == 0:
-                continue
-            padded_size = max(padded_size, -(-n // n_dev) * n_dev)
-            x, _ = sharding.pad_batch(batch, padded_size)
-            mask = (np.arange(padded_size) < n).astype(np.float32)
-            # Dispatch this batch before collecting the last, so transfer and compute overlap.
-            result = fn(sharding.shard_batch(x, mesh), sharding.shard_batch(mask, mesh))
-            if pending is not None:
-                collect(pending)
-            pending = result
-            count += n
+            if batch.shape[0]:
+                count += batch.shape[0]
+                yield batch
+
+    def padded_size(n):  # never shrinks, so a short last batch does not recompile
+        padded[0] = max(padded[0], -(-n // n_dev) * n_dev)
+        return padded[0]
+
+    with tqdm(total=num_images, unit="img", desc="filter statistics", disable=not progress) as bar:
+        for result, n in sharding.map_batches(fn, wanted(), mesh, padded_size=padded_size, with_mask=True):
+            power, sq = jax.device_get(result)
+            sum_half += np.sum(power, axis=0, dtype=np.float64)
+            sum_sq += np.sum(sq, axis=0, dtype=np.float64)
             bar.update(n)
-        if pending is not None:
-            collect(pending)
-    finally:
-        bar.close()
     if count == 0:
         raise ValueError("the input pipeline produced no images; check the dataset and num_images")
     if num_images is not None and count < num_images:

@@ -223,23 +223,20 @@ def iterate_features(images: Images, feature_fn: Callable, batch_size: int = 250
         bar.update(n)
         return out
 
-    with tqdm(total=total, unit="img", desc=desc, disable=not progress) as bar:
-        in_flight = None
-        for batch in _host_batches(images, batch_size):
+    def checked(batches):
+        nonlocal first_shape
+        for batch in batches:
             if first_shape is None:
                 first_shape = batch.shape[1:]
             elif batch.shape[1:] != first_shape:
                 raise ValueError(f"image shape changed from {first_shape} to {batch.shape[1:]} "
                                  f"after {done} images; all images must share one size")
-            padded, n = sharding.pad_batch(_to_float_images(batch), padded_size)
-            # dispatch this batch before waiting for the previous one, so the host
-            # prepares batch k+1 while the devices compute batch k
-            launched = (fn(sharding.shard_batch(padded, mesh)), n)
-            if in_flight is not None:
-                yield finish(*in_flight)
-            in_flight = launched
-        if in_flight is not None:
-            yield finish(*in_flight)
+            yield _to_float_images(batch)
+
+    with tqdm(total=total, unit="img", desc=desc, disable=not progress) as bar:
+        for out, n in sharding.map_batches(fn, checked(_host_batches(images, batch_size)), mesh,
+                                           padded_size=lambda n: padded_size):
+            yield finish(out, n)
 
 
 def compute_features(images: Images, feature_fn: Callable, batch_size: int = 250, *,

@@ -8,7 +8,7 @@ on the number of devices (up to float summation order).
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Iterable, Iterator, Optional, Tuple
 
 import jax
 import numpy as np
@@ -57,3 +57,31 @@ def shard_batch(x, mesh: Optional[Mesh] = None):
             f"batch of {x.shape[0]} cannot be split over {n_dev} devices; pad it with "
             f"pds_jax.sharding.pad_batch or choose a batch size divisible by {n_dev}")
     return jax.device_put(x, batch_sharding(mesh))
+
+
+def map_batches(fn: Callable, batches: Iterable[np.ndarray], mesh: Optional[Mesh] = None, *,
+                padded_size: Callable[[int], int], with_mask: bool = False) -> Iterator[Tuple[object, int]]:
+    """Apply a batch-sharded jitted `fn` to every host batch; yield (device result, real rows).
+
+    Each batch of n rows is zero-padded to `padded_size(n)` rows (a multiple of the device
+    count), split over the mesh's data axis and dispatched *before* the previous result is
+    yielded, so the host prepares batch k+1 while the devices compute batch k. With
+    `with_mask`, `fn` also gets a float32 (padded,) mask: 1 for real rows, 0 for padding,
+    so reductions count only real images. The one sharded loop of the package (filter
+    statistics, feature statistics).
+    """
+    mesh = mesh or data_mesh()
+    in_flight = None
+    for batch in batches:
+        n = batch.shape[0]
+        size = int(padded_size(n))
+        x, _ = pad_batch(batch, size)
+        args = [shard_batch(x, mesh)]
+        if with_mask:
+            args.append(shard_batch((np.arange(size) < n).astype(np.float32), mesh))
+        launched = (fn(*args), n)
+        if in_flight is not None:
+            yield in_flight
+        in_flight = launched
+    if in_flight is not None:
+        yield in_flight
