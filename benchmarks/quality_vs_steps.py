@@ -65,7 +65,7 @@ from quality_report import (nfe_table, plot_alpha, plot_quality, plot_samples, s
 FORMAT = "pds_jax.quality_vs_steps/1"
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "fashion_mnist_pds.py")
 DEFAULT_OUT = os.path.join(REPO, "benchmarks", "results", "quality_vs_steps.json")
-KID_FEATURES = os.path.join(REPO, "checkpoints", "fashion_mnist_classifier", "fashion_mnist_test_stats.npz")
+KID_FEATURES = "checkpoints/fashion_mnist_classifier/fashion_mnist_test_stats.npz"  # shipped (pds_jax.resources)
 THUMBS = 8
 
 PRESETS = {
@@ -103,7 +103,8 @@ class Study:
 
         from pds_jax import feature_nets, filters, metrics
         from pds_jax.data import get_data_inverse_scaler
-        from pds_jax.modes.common import load_score_fn, resolve_path
+        from pds_jax.modes.common import load_score_fn
+        from pds_jax.resources import resolve
 
         self.jax, self.metrics, self.log, self.args = jax, metrics, log, args
         self.config = config
@@ -114,13 +115,13 @@ class Study:
         self.inverse = get_data_inverse_scaler(config)
         self.key = jax.random.PRNGKey(args.seed)
         pds = config.sampling.pds
-        self.raw = {kind: filters.load_statistic(resolve_path(pds[f"{kind}_filter"]), kind, config)
+        self.raw = {kind: filters.load_statistic(resolve(pds[f"{kind}_filter"]), kind, config)
                     for kind in ("freq", "space") if pds[f"{kind}_filter"]}
         if not self.raw:
             raise ValueError("the PDS sweep needs config.sampling.pds.freq_filter and/or space_filter")
         self.extractor = feature_nets.get_feature_fn(str(config.eval.feature_net))
-        self.fid_ref = metrics.load_statistics(resolve_path(args.fid_stats), self.extractor.name, self.extractor.dim)
-        self.kid_ref = (metrics.load_statistics(resolve_path(args.kid_stats), self.extractor.name,
+        self.fid_ref = metrics.load_statistics(resolve(args.fid_stats), self.extractor.name, self.extractor.dim)
+        self.kid_ref = (metrics.load_statistics(resolve(args.kid_stats), self.extractor.name,
                                                 self.extractor.dim) if args.kid_stats else None)
         if self.kid_ref is not None and self.kid_ref.features is None:
             raise ValueError(f"--kid-stats {args.kid_stats} holds no raw features")

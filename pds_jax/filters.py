@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from pds_jax import sharding
+from pds_jax import resources, sharding
 from pds_jax.io_utils import atomic_save_npz
 
 FORMAT = "pds_jax.filters/1"
@@ -331,9 +331,9 @@ def load_statistic(path: str, kind: str, config, source: str = "") -> np.ndarray
     against `config`; (H, W, C) float64."""
     if kind not in ("freq", "space"):
         raise ValueError(f"kind must be 'freq' or 'space', got {kind!r}")
+    path = resources.resolve(path, what=source or "filter file",
+                             fix="point it at an official PDS .npy or a pds_jax .npz (made by --mode=estimate)")
     source = source or path
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{source}: no such filter file")
     if path.endswith(".npy"):
         arr = load_official_npy(path)
         check_compatible(arr, config, source)

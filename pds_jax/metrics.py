@@ -34,7 +34,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from pds_jax import sharding
+from pds_jax import resources, sharding
 from pds_jax.io_utils import atomic_save_npz
 
 STATS_FORMAT = "pds_jax.feature_statistics/1"
@@ -407,10 +407,9 @@ def save_statistics(path: str, stats: FeatureStatistics, overwrite: bool = False
 
 
 def _read_npz(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"statistics file {path} not found; create it with "
-            "pds_jax.metrics.compute_statistics(...) and save_statistics(path, stats)")
+    path = resources.resolve(path, what="statistics file",
+                             fix="create it with pds_jax.metrics.compute_statistics(...) and "
+                                 "save_statistics(path, stats)")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}

@@ -26,7 +26,8 @@ import time
 from typing import Sequence
 
 from pds_jax.io_utils import OutputExistsError, atomic_write_json
-from pds_jax.modes.common import checkpoint_path, load_score_fn, resolve_path, run_header
+from pds_jax import resources
+from pds_jax.modes.common import checkpoint_path, load_score_fn, run_header
 
 STEPS = (3,)     # K of the timed samplers (the 0-step sampler is always added)
 REPEATS = 3      # timed rounds
@@ -62,7 +63,7 @@ def _preconditioner(config, shape):
     if not named:
         return Preconditioner.identity(shape), {"source": "none", "filters": [],
                                                 "note": "no filters configured: PDS = vanilla"}
-    resolved = {kind: resolve_path(path) for kind, path in named.items()}
+    resolved = {kind: resources.resolve(path, missing_ok=True) for kind, path in named.items()}
     missing = sorted(kind for kind, path in resolved.items() if not os.path.isfile(path))
     if missing:
         precond = timing.timing_preconditioner(shape, freq="freq" in named, space="space" in named,

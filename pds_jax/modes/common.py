@@ -11,7 +11,7 @@ from typing import Optional
 
 import jax
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pds_jax import resources
 
 # score_sde's released JAX checkpoints, by the config file they belong to (its README,
 # "Pretrained checkpoints": one Google Drive folder per entry).
@@ -27,23 +27,16 @@ SCORE_SDE_RELEASES = {
 }
 
 
-def resolve_path(path: str) -> str:
-    """A config path as given, else relative to the repository root (where configs live)."""
-    if not path or os.path.isabs(path) or os.path.exists(path):
-        return path
-    candidate = os.path.join(REPO_ROOT, path)
-    return candidate if os.path.exists(candidate) else path
-
-
 def with_resolved_filter_paths(config):
     """A copy of `config` whose sampling.pds filter files are found like the checkpoint.
 
-    The shipped configs name repository files ('checkpoints/.../filters.npz'), so that
-    they work from any working directory, not only from the repository root.
+    The shipped configs name shipped files ('checkpoints/.../filters.npz'), found by
+    `pds_jax.resources.resolve` from any working directory.
     """
     config = config.copy_and_resolve_references()
     for key in ("freq_filter", "space_filter"):
-        config.sampling.pds[key] = resolve_path(config.sampling.pds.get(key, "") or "")
+        config.sampling.pds[key] = resources.resolve(config.sampling.pds.get(key, "") or "",
+                                                     what=f"config.sampling.pds.{key}")
     return config
 
 
@@ -67,15 +60,15 @@ def checkpoint_path(config, workdir: Optional[str]) -> str:
         if not workdir:
             raise ValueError("set --config.sampling.checkpoint or --workdir (holding checkpoints/)")
         path = os.path.join(workdir, "checkpoints")
-    return resolve_path(path)
+    return resources.resolve(path, missing_ok=True)  # load_score_fn reports a missing one
 
 
-def missing_checkpoint_message(config, path: str) -> str:
+def missing_checkpoint_message(config) -> str:
+    """What to do about a missing checkpoint (the `fix` of its `resources.resolve` error)."""
     dataset = str(config.data.dataset).lower()
     release = SCORE_SDE_RELEASES.get(dataset)
     where = (f"the score_sde release '{release}'" if release else "the score_sde checkpoint for this config")
     return (
-        f"checkpoint not found: {path}\n"
         f"Download {where} (JAX, a file named checkpoint_<n>) from the Google Drive folder linked in "
         "https://github.com/yang-song/score_sde#pretrained-checkpoints, and put it at that path — or "
         "point --config.sampling.checkpoint at the file or at a folder holding checkpoint_<n> files "
@@ -91,9 +84,8 @@ def load_score_fn(config, workdir: Optional[str] = None, ema: bool = True):
     from pds_jax import checkpoints, models
     from pds_jax.sde import get_sde
 
-    path = checkpoint_path(config, workdir)
-    if not os.path.exists(path):
-        raise FileNotFoundError(missing_checkpoint_message(config, path))
+    path = resources.resolve(checkpoint_path(config, workdir), what="checkpoint",
+                             fix=missing_checkpoint_message(config))
     path = checkpoints.resolve_checkpoint(path)  # a folder → its newest file, named in errors and run.json
     params = checkpoints.load_params(path, ema=ema)
     checkpoints.check_params(params, config, checkpoint=path)

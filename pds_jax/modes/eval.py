@@ -37,7 +37,8 @@ import numpy as np
 
 from pds_jax import images as image_io
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
-from pds_jax.modes.common import config_hash, load_score_fn, resolve_path, run_header
+from pds_jax import resources
+from pds_jax.modes.common import config_hash, load_score_fn, run_header
 from pds_jax.modes.sample import (GRID_SIZE, build_sampler, draw_batches, image_shape, load_batches,
                                   output_dir)
 
@@ -62,10 +63,8 @@ def feature_extractor(config):
             f"${feature_nets.INCEPTION_ENV_VAR}). For the Fashion-MNIST model use "
             "--config.eval.feature_net=fashion_mnist (shipped).")
     if weights:
-        weights = resolve_path(weights)
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"config.eval.inception_weights={weights}: no such file (convert it "
-                                    "with scripts/convert_fid_inception_weights.py)")
+        weights = resources.resolve(weights, what="config.eval.inception_weights",
+                                    fix="convert it with scripts/convert_fid_inception_weights.py")
     return feature_nets.get_feature_fn(name, weights or None)
 
 
@@ -80,7 +79,8 @@ def reference_statistics(config, extractor):
             f"same feature net ({config.eval.feature_net!r}), e.g. computed with "
             "pds_jax.metrics.compute_statistics(images, get_feature_fn(...), keep_features=True) and "
             "saved with pds_jax.metrics.save_statistics(path, stats)")
-    return metrics.load_statistics(resolve_path(path), feature_net=extractor.name, dim=extractor.dim)
+    return metrics.load_statistics(resources.resolve(path, what="config.eval.stats_file"),
+                                   feature_net=extractor.name, dim=extractor.dim)
 
 
 def _check_feature_input(extractor, shape) -> None:
