@@ -19,7 +19,7 @@ import numpy as np
 
 from pds_jax import feature_nets, metrics, pds
 from pds_jax.data import get_data_inverse_scaler
-from pds_jax.paths import resolve_path
+from pds_jax.resources import resolve
 from pds_jax.samplers.common import as_partial
 from pds_jax.samplers.deis import get_deis_sampler
 from pds_jax.samplers.ode import get_ode_sampler
@@ -47,7 +47,7 @@ class Study:
         self.jax, self.metrics, self.log, self.args = jax, metrics, log, args
         self.config = config
         self.sde, _, _, self.score_fn, self.checkpoint = load_score_model(
-            config, resolve_path(config.sampling.checkpoint))
+            config, resolve(config.sampling.checkpoint))
         size, channels = config.data.image_size, config.data.num_channels
         self.shape = (args.batch_size, size, size, channels)
         self.num_batches = math.ceil(args.num_samples / args.batch_size)
@@ -57,8 +57,8 @@ class Study:
         if not self.statistics[0]:
             raise ValueError("the PDS sweep needs config.sampling.pds.freq_filter and/or space_filter")
         self.extractor = feature_nets.get_feature_fn(str(config.eval.feature_net))
-        self.fid_ref = metrics.load_statistics(resolve_path(args.fid_stats), self.extractor.name, self.extractor.dim)
-        self.kid_ref = (metrics.load_statistics(resolve_path(args.kid_stats), self.extractor.name,
+        self.fid_ref = metrics.load_statistics(resolve(args.fid_stats), self.extractor.name, self.extractor.dim)
+        self.kid_ref = (metrics.load_statistics(resolve(args.kid_stats), self.extractor.name,
                                                 self.extractor.dim) if args.kid_stats else None)
         if self.kid_ref is not None and self.kid_ref.features is None:
             raise ValueError(f"--kid-stats {args.kid_stats} holds no raw features")

@@ -66,7 +66,7 @@ from quality_report import (nfe_table, plot_alpha, plot_quality, plot_samples, s
 FORMAT = "pds_jax.quality_vs_steps/1"
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "fashion_mnist_pds.py")
 DEFAULT_OUT = os.path.join(REPO, "benchmarks", "results", "quality_vs_steps.json")
-KID_FEATURES = os.path.join(REPO, "checkpoints", "fashion_mnist_classifier", "fashion_mnist_test_stats.npz")
+KID_FEATURES = "checkpoints/fashion_mnist_classifier/fashion_mnist_test_stats.npz"  # shipped (pds_jax.resources)
 
 PRESETS = {
     # One H100, batch 1000: ~5-10 ms per network evaluation of a batch, ~5-10 s per compile.

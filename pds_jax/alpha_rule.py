@@ -8,7 +8,7 @@ arXiv 2302.06504, IJCV 2025) states that it "theoretically reveal[s] a relation 
 the parameter of PDS and the sampling iterations, easing the parameter estimation under
 varying sampling iterations"; we measure that relation instead of assuming a form
 (`benchmarks/quality_vs_steps.py` sweeps α at several step counts on the embedded
-Fashion-MNIST model) and ship the fit as `pds_jax/alpha_rule.json`.
+Fashion-MNIST model) and ship the fit as `pds_jax/assets/alpha_rule.json`.
 
 `config.sampling.pds.alpha` is a number > 1 or the string 'auto'. 'auto' is resolved by
 `pds_jax.pds` (the one place N and α are resolved) with the number of PC steps actually
@@ -41,10 +41,12 @@ from typing import Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from pds_jax import resources
+
 FORMAT = "pds_jax.alpha_rule/1"
 AUTO = "auto"
 DEFAULT_ALPHA = 5.0  # the paper's and the official code's value
-RULE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "alpha_rule.json")
+RULE_PATH = resources.asset_path("alpha_rule.json")  # shipped as package data
 FORMS = ("power", "table")
 N_REF = 100.0
 

@@ -38,7 +38,7 @@ def shuffle_buffer_size(image_size: int, channels: int, budget_bytes: int = 1 <<
     return int(np.clip(budget_bytes // (image_size * image_size * channels), 100, TFDS_SHUFFLE_BUFFER))
 
 __all__ = ["DatasetError", "get_dataset", "get_data_scaler", "get_data_inverse_scaler",
-           "open_local_source", "preprocess_source", "finish_batch", "tfds_builder"]
+           "open_local_source", "preprocess_source", "finish_batch", "tfds_builder", "import_tfds"]
 
 
 def get_data_scaler(config) -> Callable:
@@ -78,13 +78,29 @@ def open_local_source(config, split: Optional[str] = None):
     return FolderSource(path)
 
 
+def import_tfds(dataset: str):
+    """(tensorflow, tensorflow_datasets), the optional `pds_jax[tfds]` extra, imported on tfds paths only.
+
+    The default install has no TensorFlow (~1.3 GB); local datasets never need it.
+    """
+    try:
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise DatasetError(
+            f"config.data.dataset={dataset!r} is read with tensorflow-datasets, which is not installed "
+            f"({e}); install it with: pip install 'pds_jax[tfds]' (or use a local dataset: "
+            f"{', '.join(LOCAL_DATASETS)})") from None
+    return tf, tfds
+
+
 def tfds_builder(name: str, data_dir: str = ""):
     """`tfds.builder(name)` that fails within seconds, never downloads, and says what to do.
 
     Raises `DatasetError` when tfds knows no such builder, or when the dataset has not
     been prepared in `data_dir` (tfds's default folder when empty).
     """
-    import tensorflow_datasets as tfds
+    _, tfds = import_tfds(name)
 
     local = ("--config.data.dataset=folder --config.data.folder=<a folder of PNG/JPEG images>, "
              "--config.data.dataset=arrays --config.data.folder=<images.npy>, or "
@@ -107,7 +123,7 @@ def tfds_builder(name: str, data_dir: str = ""):
 
 def _tfds_image_key(builder, split: str) -> str:
     """The image feature of a tfds builder; checks that `split` exists."""
-    import tensorflow_datasets as tfds
+    _, tfds = import_tfds(builder.name)
 
     features = builder.info.features
     key = "image" if "image" in features else next(
@@ -126,8 +142,7 @@ def _tfds_raw_batches(builder, key: str, split: str, batch_size: int, shuffle: b
                       num_images: Optional[int], num_epochs: Optional[int],
                       buffer_size: int) -> Iterator[List[np.ndarray]]:
     """Raw uint8 images of a prepared tfds dataset, grouped per epoch in lists of `batch_size`."""
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
+    tf, tfds = import_tfds(builder.name)
 
     options = tf.data.Options()
     options.deterministic = True

@@ -29,11 +29,11 @@ import optax
 from flax import serialization, traverse_util
 from tqdm.auto import tqdm
 
-from pds_jax import fashion_mnist, inception
+from pds_jax import fashion_mnist, inception, resources
 from pds_jax.io_utils import atomic_write_bytes
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLASSIFIER_DIR = os.path.join(REPO_ROOT, "checkpoints", "fashion_mnist_classifier")
+CLASSIFIER_NAME = "checkpoints/fashion_mnist_classifier"  # shipped asset (pds_jax.resources)
+CLASSIFIER_DIR = resources.asset_path(CLASSIFIER_NAME)
 CLASSIFIER_PARAMS = os.path.join(CLASSIFIER_DIR, "params.msgpack")
 CLASSIFIER_TRAIN_STATS = os.path.join(CLASSIFIER_DIR, "fashion_mnist_train_stats.npz")
 INCEPTION_ENV_VAR = "PDS_JAX_INCEPTION_WEIGHTS"
@@ -199,11 +199,9 @@ def save_classifier_params(path: str, params: Any, overwrite: bool = False) -> s
 
 def load_classifier_params(path: Optional[str] = None) -> Dict:
     """Read classifier params (default: the shipped ones) and check the tree and shapes."""
-    path = path or CLASSIFIER_PARAMS
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"Fashion-MNIST classifier weights {path} not found; they ship in "
-            "checkpoints/fashion_mnist_classifier/ (retrain: python scripts/train_feature_net.py)")
+    path = resources.resolve(path or CLASSIFIER_PARAMS, what="Fashion-MNIST classifier weights",
+                             fix=f"they ship with pds_jax in {CLASSIFIER_DIR} (retrain: python "
+                                 "scripts/train_feature_net.py)")
     with open(path, "rb") as f:
         try:
             restored = serialization.msgpack_restore(f.read())
@@ -233,7 +231,7 @@ def get_feature_fn(name: str, weights_path: Optional[str] = None) -> FeatureExtr
 
     'inception' reads `weights_path` (or $PDS_JAX_INCEPTION_WEIGHTS), a `.npz` made by
     scripts/convert_fid_inception_weights.py; 'fashion_mnist' defaults to the shipped
-    checkpoints/fashion_mnist_classifier/params.msgpack.
+    pds_jax/assets/checkpoints/fashion_mnist_classifier/params.msgpack.
     """
     if name == "inception":
         weights_path = weights_path or os.environ.get(INCEPTION_ENV_VAR)

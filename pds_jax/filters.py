@@ -34,9 +34,8 @@ import numpy as np
 from jax.sharding import PartitionSpec
 from tqdm.auto import tqdm
 
-from pds_jax import sharding
+from pds_jax import resources, sharding
 from pds_jax.io_utils import atomic_save_npz
-from pds_jax.paths import resolve_path
 
 FORMAT = "pds_jax.filters/1"
 
@@ -319,14 +318,13 @@ def _fmt(shape) -> str:
 
 def load_statistic(path: str, kind: str, config, source: str = "", return_path: bool = False):
     """R (kind='freq') or A (kind='space') from an official `.npy` or our `.npz`, checked
-    against `config`; (H, W, C) float64. The path is found with `pds_jax.paths.resolve_path`;
+    against `config`; (H, W, C) float64. The path is found with `pds_jax.resources.resolve`;
     with `return_path`, returns (array, the file read)."""
     if kind not in ("freq", "space"):
         raise ValueError(f"kind must be 'freq' or 'space', got {kind!r}")
+    path = resources.resolve(path, what=source or "filter file",
+                             fix="point it at an official PDS .npy or a pds_jax .npz (made by --mode=estimate)")
     source = source or path
-    path = resolve_path(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{source}: no such filter file")
     if path.endswith(".npy"):
         arr = load_official_npy(path)
         check_compatible(arr, config, source)

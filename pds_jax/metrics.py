@@ -34,7 +34,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from pds_jax import sharding
+from pds_jax import resources, sharding
 # re-exported: the metrics API is one module; the distances live in their own
 from pds_jax.distances import (KID, KID_NUM_SUBSETS, KID_SUBSET_SIZE, _symmetric, frechet_distance,  # noqa: F401
                                kid, mmd2_unbiased, polynomial_kernel)
@@ -307,10 +307,9 @@ def save_statistics(path: str, stats: FeatureStatistics, overwrite: bool = False
 
 
 def _read_npz(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"statistics file {path} not found; create it with "
-            "pds_jax.metrics.compute_statistics(...) and save_statistics(path, stats)")
+    path = resources.resolve(path, what="statistics file",
+                             fix="create it with pds_jax.metrics.compute_statistics(...) and "
+                                 "save_statistics(path, stats)")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}

@@ -5,7 +5,7 @@
 Features of the shipped classifier (`get_feature_fn('fashion_mnist')`) of all 10,000 test
 images (28×28 zero-padded to 32×32, in [0, 1]) → `pds_jax.metrics` statistics with
 `keep_features=True` (10,000 × 128 float32, ~2.5 MB compressed), written to
-checkpoints/fashion_mnist_classifier/fashion_mnist_test_stats.npz. The train-set file
+pds_jax/assets/checkpoints/fashion_mnist_classifier/fashion_mnist_test_stats.npz. The train-set file
 next to it holds mean/covariance only; this one lets eval mode and
 benchmarks/quality_vs_steps.py report KID too. Needs the IDX files (Debian
 `dataset-fashion-mnist` or $PDS_JAX_FASHION_MNIST_DIR).

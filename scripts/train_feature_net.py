@@ -2,7 +2,7 @@
 
     python scripts/train_feature_net.py            # CPU is enough (~15 min on 2 cores)
 
-Writes, into --out-dir (default checkpoints/fashion_mnist_classifier/), atomically:
+Writes, into --out-dir (default pds_jax/assets/checkpoints/fashion_mnist_classifier/), atomically:
   params.msgpack                  classifier params (flax.serialization msgpack)
   fashion_mnist_train_stats.npz   mean/cov of the 128-d features of all 60k TRAIN
                                   images (28×28 zero-padded to 32×32, in [0, 1])

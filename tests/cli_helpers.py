@@ -29,7 +29,7 @@ NUM_SCALES = 20          # the full schedule: N = 20 PC steps, NFE 40
 TRAIN_STEPS = 8
 
 TINY_CONFIG = '''"""A tiny NCSN++ on an 'arrays' dataset, for the end-to-end CLI tests."""
-from configs.fashion_mnist_pds import get_config as get_base_config
+from pds_jax.configs.fashion_mnist_pds import get_config as get_base_config
 
 
 def get_config():

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pds_jax import checkpoints
+from pds_jax import checkpoints, resources
 from tests.cli_helpers import (NUM_SCALES, ROOT, IMAGE_SIZE, read_json, run_cli, tiny_setup,
                                trained_workdir)
 
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "fashion_mnist_pds.py")
-DEFAULT_MODEL = os.path.join(ROOT, "checkpoints", "fashion_mnist_ncsnpp")
+DEFAULT_MODEL = resources.asset_path("checkpoints/fashion_mnist_ncsnpp")
 
 
 @pytest.fixture(scope="module")
@@ -306,13 +306,13 @@ def test_default_model_matches_its_config():
     from pds_jax.filters import FilterStats, load_statistic
 
     config = get_config()
-    path = checkpoints.resolve_checkpoint(os.path.join(ROOT, config.sampling.checkpoint))
+    path = checkpoints.resolve_checkpoint(resources.resolve(config.sampling.checkpoint))
     assert os.path.basename(path) == "checkpoint_43000"
     params = checkpoints.load_params(path)
     checkpoints.check_params(params, config, checkpoint=path)
     assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(params))
     for kind in ("freq", "space"):
-        filter_file = os.path.join(ROOT, config.sampling.pds[f"{kind}_filter"])
+        filter_file = resources.resolve(config.sampling.pds[f"{kind}_filter"])
         assert load_statistic(filter_file, kind, config).shape == (32, 32, 1)
     stats = FilterStats.load(os.path.join(DEFAULT_MODEL, "filters.npz"))
     assert stats.shape == (config.data.image_size, config.data.image_size, config.data.num_channels)

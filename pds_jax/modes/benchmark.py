@@ -26,10 +26,9 @@ from typing import Sequence
 
 import jax
 
-from pds_jax import models, pds, timing
+from pds_jax import models, pds, resources, timing
 from pds_jax.io_utils import OutputExistsError, atomic_write_json
 from pds_jax.modes.common import checkpoint_path, load_score_fn, run_header
-from pds_jax.paths import resolve_path
 from pds_jax.sde import get_sde
 
 STEPS = (3,)     # K of the timed samplers (the 0-step sampler is always added)
@@ -58,7 +57,7 @@ def _setup(config, sde):
     if not named:
         return pds.from_config(config, sde), {"source": "none", "filters": [],
                                               "note": "no filters configured: PDS = vanilla"}
-    missing = sorted(kind for kind, path in named.items() if not os.path.isfile(resolve_path(path)))
+    missing = sorted(kind for kind, path in named.items() if not os.path.isfile(resources.resolve(path, missing_ok=True)))
     if missing:
         image = (int(config.data.image_size),) * 2 + (int(config.data.num_channels),)
         stats = timing.synthetic_statistics(image, freq="freq" in named, space="space" in named)

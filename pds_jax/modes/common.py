@@ -14,10 +14,9 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from pds_jax import pds
+from pds_jax import pds, resources
 from pds_jax import images as image_io
 from pds_jax.io_utils import atomic_save_npz
-from pds_jax.paths import resolve_path
 from pds_jax.provenance import config_hash, device_info
 from pds_jax.samplers import get_sampler
 from pds_jax.score_model import load_score_model
@@ -57,15 +56,15 @@ def checkpoint_path(config, workdir: Optional[str]) -> str:
         if not workdir:
             raise ValueError("set --config.sampling.checkpoint or --workdir (holding checkpoints/)")
         path = os.path.join(workdir, "checkpoints")
-    return resolve_path(path)
+    return resources.resolve(path, missing_ok=True)  # load_score_fn reports a missing one
 
 
-def missing_checkpoint_message(config, path: str) -> str:
+def missing_checkpoint_message(config) -> str:
+    """What to do about a missing checkpoint (the `fix` of its `resources.resolve` error)."""
     dataset = str(config.data.dataset).lower()
     release = SCORE_SDE_RELEASES.get(dataset)
     where = (f"the score_sde release '{release}'" if release else "the score_sde checkpoint for this config")
     return (
-        f"checkpoint not found: {path}\n"
         f"Download {where} (JAX, a file named checkpoint_<n>) from the Google Drive folder linked in "
         "https://github.com/yang-song/score_sde#pretrained-checkpoints, and put it at that path — or "
         "point --config.sampling.checkpoint at the file or at a folder holding checkpoint_<n> files "
@@ -78,9 +77,8 @@ def load_score_fn(config, workdir: Optional[str] = None, ema: bool = True):
     The parameter tree is checked against the model built from the config, so a
     checkpoint of another architecture fails with the list of differing paths.
     """
-    path = checkpoint_path(config, workdir)
-    if not os.path.exists(path):
-        raise FileNotFoundError(missing_checkpoint_message(config, path))
+    path = resources.resolve(checkpoint_path(config, workdir), what="checkpoint",
+                             fix=missing_checkpoint_message(config))
     return load_score_model(config, path, ema=ema)
 
 

@@ -35,13 +35,12 @@ import time
 import jax
 import numpy as np
 
-from pds_jax import feature_nets, inception, metrics
+from pds_jax import feature_nets, inception, metrics, resources
 from pds_jax import images as image_io
 from pds_jax.data import get_data_inverse_scaler
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
 from pds_jax.modes.common import (GRID_SIZE, build_sampler, config_hash, draw_batches, image_shape,
                                   load_batches, load_score_fn, output_dir, run_header, sampler_report)
-from pds_jax.paths import resolve_path
 
 FID_NOTE = ("FID from N samples is biased upward (more so for small N); compare values only at equal "
             "sample counts against the same reference statistics")
@@ -60,10 +59,8 @@ def feature_extractor(config):
             f"${feature_nets.INCEPTION_ENV_VAR}). For the Fashion-MNIST model use "
             "--config.eval.feature_net=fashion_mnist (shipped).")
     if weights:
-        weights = resolve_path(weights)
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"config.eval.inception_weights={weights}: no such file (convert it "
-                                    "with scripts/convert_fid_inception_weights.py)")
+        weights = resources.resolve(weights, what="config.eval.inception_weights",
+                                    fix="convert it with scripts/convert_fid_inception_weights.py")
     return feature_nets.get_feature_fn(name, weights or None)
 
 
@@ -76,7 +73,8 @@ def reference_statistics(config, extractor):
             f"same feature net ({config.eval.feature_net!r}), e.g. computed with "
             "pds_jax.metrics.compute_statistics(images, get_feature_fn(...), keep_features=True) and "
             "saved with pds_jax.metrics.save_statistics(path, stats)")
-    return metrics.load_statistics(resolve_path(path), feature_net=extractor.name, dim=extractor.dim)
+    return metrics.load_statistics(resources.resolve(path, what="config.eval.stats_file"),
+                                   feature_net=extractor.name, dim=extractor.dim)
 
 
 def _check_feature_input(extractor, shape) -> None:

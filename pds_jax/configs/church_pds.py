@@ -8,7 +8,7 @@ The checkpoint is score_sde's `ve/church_ncsnpp_continuous` snapshot 126 (the
 released file's index).
 """
 
-from configs.ve.church_ncsnpp_continuous import get_config as get_model_config
+from pds_jax.configs.ve.church_ncsnpp_continuous import get_config as get_model_config
 
 
 def get_config():

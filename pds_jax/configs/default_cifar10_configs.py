@@ -1,6 +1,6 @@
 """score_sde's CIFAR-10 defaults (32×32, VE σ_max = 50, N = 1000)."""
 
-from configs.common import get_common_config
+from pds_jax.configs.common import get_common_config
 
 
 def get_default_configs():

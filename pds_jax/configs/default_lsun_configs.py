@@ -1,6 +1,6 @@
 """score_sde's LSUN defaults (256×256, VE σ_max = 378, N = 2000); also used for FFHQ/CelebA-HQ 256."""
 
-from configs.common import get_common_config
+from pds_jax.configs.common import get_common_config
 
 
 def get_default_configs():

@@ -1,9 +1,9 @@
-"""NCSN++ on LSUN church (outdoor) 256×256, VE SDE, continuous time.
+"""NCSN++ on CelebA-HQ 256×256, VE SDE, continuous time.
 
-score_sde `ve/church_ncsnpp_continuous`: 65,574,549 parameters (σ_max = 380).
+score_sde `ve/celebahq_256_ncsnpp_continuous`: 65,574,549 parameters (σ_max = 348).
 """
 
-from configs.default_lsun_configs import get_default_configs
+from pds_jax.configs.default_lsun_configs import get_default_configs
 
 
 def get_config():
@@ -18,11 +18,14 @@ def get_config():
     sampling.corrector = 'langevin'
 
     data = config.data
-    data.category = 'church_outdoor'
+    data.dataset = 'CelebAHQ'
+    data.image_size = 256
+    # score_sde read this dataset from a TFRecord file; point this at yours.
+    data.tfrecords_path = ''
 
     model = config.model
     model.name = 'ncsnpp'
-    model.sigma_max = 380.
+    model.sigma_max = 348.
     model.scale_by_sigma = True
     model.ema_rate = 0.999
     model.normalization = 'GroupNorm'

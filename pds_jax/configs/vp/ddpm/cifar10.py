@@ -5,7 +5,7 @@ The original DDPM U-Net (`config.model.name = 'ddpm'`), discrete-time training
 (checkpoint `vp/cifar10_ddpm`).
 """
 
-from configs.default_cifar10_configs import get_default_configs
+from pds_jax.configs.default_cifar10_configs import get_default_configs
 
 
 def get_config():

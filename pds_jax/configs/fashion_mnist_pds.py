@@ -1,6 +1,6 @@
 """The embedded default: a small NCSN++ (VE SDE) on 32×32 Fashion-MNIST, with PDS.
 
-Trained by this project (`--mode=train`, see checkpoints/fashion_mnist_ncsnpp/README.md)
+Trained by this project (`--mode=train`, see pds_jax/assets/checkpoints/fashion_mnist_ncsnpp/README.md)
 on Fashion-MNIST from Debian's `dataset-fashion-mnist` (28×28 zero-padded to 32×32,
 grayscale, data in [0, 1]). σ_max = 25 is about the largest distance between two
 training images (score_sde's rule of thumb). The network is continuous-time, so the
@@ -9,9 +9,10 @@ keeps the full-schedule panel of `--mode=compare` within a couple of minutes on 
 2-core CPU; speed_up 10 then runs 50 steps.
 
     python main.py --config=configs/fashion_mnist_pds.py --workdir=runs/fashion_mnist --mode=compare
+    pds-jax --config=fashion_mnist_pds --workdir=runs/fashion_mnist --mode=compare   # installed
 """
 
-from configs.common import get_common_config
+from pds_jax.configs.common import get_common_config
 
 
 def get_config():
@@ -62,10 +63,11 @@ def get_config():
     sampling.snr = 0.16
     sampling.batch_size = 16
     sampling.num_samples = 16
+    # Shipped with pds_jax (pds_jax/assets/checkpoints/...): found from any working directory.
     sampling.checkpoint = 'checkpoints/fashion_mnist_ncsnpp'
     pds = sampling.pds
     pds.speed_up = 10.0
-    pds.alpha = 'auto'  # α(N) fitted on this model: pds_jax/alpha_rule.json
+    pds.alpha = 'auto'  # α(N) fitted on this model: pds_jax/assets/alpha_rule.json
     pds.normalization = 'normalized'
     pds.freq_filter = 'checkpoints/fashion_mnist_ncsnpp/filters.npz'
     pds.space_filter = 'checkpoints/fashion_mnist_ncsnpp/filters.npz'

@@ -1,9 +1,9 @@
-"""NCSN++ on LSUN bedroom 256×256, VE SDE, continuous time.
+"""NCSN++ on CIFAR-10, VE SDE, continuous time (score_sde `ve/cifar10_ncsnpp_continuous`).
 
-score_sde `ve/bedroom_ncsnpp_continuous`: 65,574,549 parameters (σ_max = 378 from the LSUN defaults).
+62,758,915 parameters. FID 2.38 with the PC sampler (score_sde, Table 3).
 """
 
-from configs.default_lsun_configs import get_default_configs
+from pds_jax.configs.default_cifar10_configs import get_default_configs
 
 
 def get_config():
@@ -17,9 +17,6 @@ def get_config():
     sampling.predictor = 'reverse_diffusion'
     sampling.corrector = 'langevin'
 
-    data = config.data
-    data.category = 'bedroom'
-
     model = config.model
     model.name = 'ncsnpp'
     model.scale_by_sigma = True
@@ -27,8 +24,8 @@ def get_config():
     model.normalization = 'GroupNorm'
     model.nonlinearity = 'swish'
     model.nf = 128
-    model.ch_mult = (1, 1, 2, 2, 2, 2, 2)
-    model.num_res_blocks = 2
+    model.ch_mult = (1, 2, 2, 2)
+    model.num_res_blocks = 4
     model.attn_resolutions = (16,)
     model.resamp_with_conv = True
     model.conditional = True
@@ -36,8 +33,8 @@ def get_config():
     model.fir_kernel = [1, 3, 3, 1]
     model.skip_rescale = True
     model.resblock_type = 'biggan'
-    model.progressive = 'output_skip'
-    model.progressive_input = 'input_skip'
+    model.progressive = 'none'
+    model.progressive_input = 'residual'
     model.progressive_combine = 'sum'
     model.attention_type = 'ddpm'
     model.init_scale = 0.

@@ -1,6 +1,6 @@
 """score_sde's CelebA defaults (64×64, VE σ_max = 90, N = 1000)."""
 
-from configs.common import get_common_config
+from pds_jax.configs.common import get_common_config
 
 
 def get_default_configs():

@@ -7,7 +7,7 @@ The official PDS code ships no CIFAR-10 filter: estimate one first
 which the sampler then reads as its frequency filter.
 """
 
-from configs.ve.cifar10_ncsnpp_deep_continuous import get_config as get_model_config
+from pds_jax.configs.ve.cifar10_ncsnpp_deep_continuous import get_config as get_model_config
 
 
 def get_config():

@@ -5,7 +5,7 @@ As in the official PDS README example: the frequency filter only (official `.npy
 (the released file's index).
 """
 
-from configs.ve.bedroom_ncsnpp_continuous import get_config as get_model_config
+from pds_jax.configs.ve.bedroom_ncsnpp_continuous import get_config as get_model_config
 
 
 def get_config():

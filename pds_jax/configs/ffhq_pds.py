@@ -5,7 +5,7 @@ As in the official PDS README example: both the frequency and the space filter
 `ve/ffhq_1024_ncsnpp_continuous` snapshot 60 (the released file's index).
 """
 
-from configs.ve.ffhq_ncsnpp_continuous import get_config as get_model_config
+from pds_jax.configs.ve.ffhq_ncsnpp_continuous import get_config as get_model_config
 
 
 def get_config():

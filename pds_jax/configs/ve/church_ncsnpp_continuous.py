@@ -1,9 +1,9 @@
-"""NCSN++ on FFHQ 256×256, VE SDE, continuous time.
+"""NCSN++ on LSUN church (outdoor) 256×256, VE SDE, continuous time.
 
-score_sde `ve/ffhq_256_ncsnpp_continuous`: 65,574,549 parameters (σ_max = 348).
+score_sde `ve/church_ncsnpp_continuous`: 65,574,549 parameters (σ_max = 380).
 """
 
-from configs.default_lsun_configs import get_default_configs
+from pds_jax.configs.default_lsun_configs import get_default_configs
 
 
 def get_config():
@@ -18,14 +18,11 @@ def get_config():
     sampling.corrector = 'langevin'
 
     data = config.data
-    data.dataset = 'FFHQ'
-    data.image_size = 256
-    # score_sde read this dataset from a TFRecord file; point this at yours.
-    data.tfrecords_path = ''
+    data.category = 'church_outdoor'
 
     model = config.model
     model.name = 'ncsnpp'
-    model.sigma_max = 348.
+    model.sigma_max = 380.
     model.scale_by_sigma = True
     model.ema_rate = 0.999
     model.normalization = 'GroupNorm'

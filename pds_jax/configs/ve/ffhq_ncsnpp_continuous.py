@@ -9,7 +9,7 @@ reduce_mean) on top of the LSUN defaults, which supply the keys it lacked
 at 1024² there is no memory to fuse several training steps (score_sde README tip).
 """
 
-from configs.default_lsun_configs import get_default_configs
+from pds_jax.configs.default_lsun_configs import get_default_configs
 
 
 def get_config():

@@ -1,9 +1,9 @@
-"""NCSN++ on CelebA-HQ 256×256, VE SDE, continuous time.
+"""NCSN++ on FFHQ 256×256, VE SDE, continuous time.
 
-score_sde `ve/celebahq_256_ncsnpp_continuous`: 65,574,549 parameters (σ_max = 348).
+score_sde `ve/ffhq_256_ncsnpp_continuous`: 65,574,549 parameters (σ_max = 348).
 """
 
-from configs.default_lsun_configs import get_default_configs
+from pds_jax.configs.default_lsun_configs import get_default_configs
 
 
 def get_config():
@@ -18,7 +18,7 @@ def get_config():
     sampling.corrector = 'langevin'
 
     data = config.data
-    data.dataset = 'CelebAHQ'
+    data.dataset = 'FFHQ'
     data.image_size = 256
     # score_sde read this dataset from a TFRecord file; point this at yours.
     data.tfrecords_path = ''
