@@ -24,7 +24,6 @@ import dataclasses
 import datetime
 import functools
 import json
-import os
 import warnings
 from typing import Iterable, Optional, Union
 

@@ -13,9 +13,7 @@ atomically) and restarted reproduces the uninterrupted run from its last checkpo
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from typing import Any, Iterator, Optional
 
 import flax
@@ -24,9 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pds_jax import checkpoints, images as image_io, losses, models
-from pds_jax.sde import get_sde
-from pds_jax.sharding import batch_sharding, data_mesh, replicated
+from pds_jax import checkpoints, losses, models
 
 
 @flax.struct.dataclass
