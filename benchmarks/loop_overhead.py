@@ -9,7 +9,7 @@
    side by side in the same rounds; per-evaluation times are slopes over call counts.
 2. Lowering and compile time, and the size of the lowered program text, for
    N ∈ {10, 100, 1000} steps: the loop is a `lax.fori_loop`, so they must be flat in N
-   (DESIGN.md §1). The persistent compilation cache is switched off for this script so
+   (docs/design.md §1). The persistent compilation cache is switched off for this script so
    every compile is real.
 
     python benchmarks/loop_overhead.py                  # CPU: the Fashion-MNIST model, batch 4

@@ -1,4 +1,4 @@
-"""The paper's wall-time comparison (PDS, ECCV 2022, Table 5 / DESIGN.md §7), extrapolated.
+"""The paper's wall-time comparison (PDS, ECCV 2022, Table 5 / docs/design.md §7), extrapolated.
 
 Batch 8, NCSN++ (random weights: the values do not change the cost):
   LSUN bedroom 256²: vanilla PC 2000 steps vs PDS 166 steps (speed_up 12, frequency filter);

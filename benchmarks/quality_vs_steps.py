@@ -16,7 +16,7 @@ train-set statistics and the KID against the 10k test-set features, for
 Every setting uses the same keys (batch k: fold_in(seed, k)), so settings differ by the
 sampler only. One compiled program serves all α at a given N and the vanilla sampler too:
 the preconditioner is an argument of the compiled PC sampler, and vanilla is PDS with
-filters D = s = 1 (identical to the plain sampler up to FFT round-off; DESIGN §3).
+filters D = s = 1 (identical to the plain sampler up to FFT round-off; docs/design.md §3).
 
 The settings run in priority order (α sweeps at small N first, the 2000-NFE runs and the
 adaptive solver last) under --time-budget: a setting whose estimated cost (measured time

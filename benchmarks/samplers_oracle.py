@@ -84,7 +84,7 @@ def make_methods(grid: str = "rho", rho: float = 7.0) -> Dict[str, Method]:
 
     def pc_method(use_pds):
         # Stochastic: judged by the spectrum only. PDS uses α = 5 normalised filters built
-        # from the oracle's own expected statistics (DESIGN §3).
+        # from the oracle's own expected statistics (docs/design.md §3).
         def build(sde, shape, eps, n, oracle):
             precond = Preconditioner.from_arrays(*oracle.filter_statistics()) if use_pds else None
             return pc.get_pc_sampler(sde.with_steps(n), shape, snr=0.16, eps=eps, precond=precond)
@@ -123,7 +123,7 @@ def make_problems() -> Dict[str, Problem]:
     natural = GaussianOracle.natural_image((16, 16, 1))
     return {
         "ve_isotropic": Problem(VESDE(sigma_min=0.01, sigma_max=50.0), GaussianOracle.isotropic((16, 16, 1), 0.5),
-                                0.0, "N(0, 0.5² I), σ ∈ [0.01, 50] (DESIGN §5 toy problem)"),
+                                0.0, "N(0, 0.5² I), σ ∈ [0.01, 50] (docs/design.md §5 toy problem)"),
         "ve_natural_image": Problem(VESDE(sigma_min=0.01, sigma_max=50.0), natural, 0.0,
                                     "natural_image((16,16,1)), σ ∈ [0.01, 50]"),
         "vp_natural_image": Problem(VPSDE(), natural, 1e-3, "natural_image((16,16,1)), VP β ∈ [0.1, 20], eps 1e-3"),

@@ -1,6 +1,6 @@
 """The PDS filter parameter α as a function of the number of PC steps.
 
-The normalised filters (DESIGN §3) are D = α / (R / max R + α − 1) and
+The normalised filters (docs/design.md §3) are D = α / (R / max R + α − 1) and
 s = α / (A / max A + α − 1): α → 1 is the strongest preconditioning, α → ∞ the vanilla
 sampler (D, s → 1). The official code uses one α = 5 for every step count. The journal
 version of PDS (Ma, Zhu, Feng, Zhang, "Preconditioned Score-based Generative Models",

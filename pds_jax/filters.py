@@ -1,5 +1,5 @@
 """PDS filter statistics: a sharded estimation pass, the `.npz` file format and the official
-`.npy` files (DESIGN.md §3–§4). `pds_jax.pds` builds the preconditioner a config asks for.
+`.npy` files (docs/design.md §3–§4). `pds_jax.pds` builds the preconditioner a config asks for.
 
 Over images x_i (H, W, C) in the model's data space, per frequency/pixel and channel:
 

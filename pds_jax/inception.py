@@ -18,7 +18,7 @@ bilinear interpolation (half-pixel centres, i.e. `align_corners=False`, **no**
 antialiasing), then mapped to [-1, 1] by x ↦ 2x − 1. Grayscale inputs are repeated
 to three channels.
 
-Weights: no package ships them (see DESIGN.md §8). Convert pytorch-fid's
+Weights: no package ships them (see docs/design.md §8). Convert pytorch-fid's
 `pt_inception-2015-12-05-6726825d.pth` once with
 `scripts/convert_fid_inception_weights.py` and pass the resulting `.npz` to
 `load_inception_params`. The `.npz` is flat: keys are `/`-joined paths of the Flax

@@ -1,7 +1,7 @@
 """Wall-clock cost of jitted samplers per step, measured side by side.
 
 A PC sampler is one compiled program per number of steps (its loop is a
-`lax.fori_loop` over a static count; DESIGN.md §1), so the cost of one step is read
+`lax.fori_loop` over a static count; docs/design.md §1), so the cost of one step is read
 off several programs of the same family:
 
 * a `Program` maps a step count n to a zero-argument runner that executes n steps;

@@ -22,8 +22,8 @@ SCHEMA = {
                  "ode.solver", "ode.num_steps", "ode.rtol", "ode.atol", "ode.grid", "ode.rho",
                  "ode.denoise",
                  "deis.method", "deis.order", "deis.num_steps", "deis.grid", "deis.rho"],
-    "eval": ["begin_ckpt", "end_ckpt", "batch_size", "enable_sampling", "num_samples", "enable_loss",
-             "enable_bpd", "bpd_dataset", "stats_file", "feature_net", "inception_weights"],
+    "eval": ["batch_size", "num_samples",
+             "bpd_dataset", "stats_file", "feature_net", "inception_weights"],
     "data": ["dataset", "image_size", "random_flip", "centered", "uniform_dequantization",
              "num_channels", "tfds_data_dir", "folder", "split"],
     "model": ["sigma_min", "sigma_max", "num_scales", "beta_min", "beta_max", "dropout",
@@ -136,3 +136,26 @@ def test_pds_presets(name):
     assert config.sampling.checkpoint.startswith(f"checkpoints/{base}".replace("ffhq_ncsnpp", "ffhq_1024_ncsnpp"))
     assert os.path.basename(config.sampling.checkpoint).startswith("checkpoint_")
     assert int(config.model.num_scales / speed_up) == {10: 100, 30: 66, 12: 166}[speed_up]
+
+
+def test_every_config_key_is_read_by_the_package():
+    """The schema is what the code reads: each leaf of the common config is named in pds_jax
+    outside the configs (a key nothing reads would be silently ignored when set)."""
+    import glob
+
+    from pds_jax.configs.common import get_common_config
+
+    package = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pds_jax")
+    source = "".join(open(f).read() for f in glob.glob(os.path.join(package, "**", "*.py"), recursive=True)
+                     if os.sep + "configs" + os.sep not in f)
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if hasattr(value, "items"):
+                yield from leaves(value, prefix + key + ".")
+            else:
+                yield prefix + key
+
+    unread = [leaf for leaf in leaves(get_common_config()) if not any(
+        form.format(leaf.rsplit(".", 1)[-1]) in source for form in (".{}", '"{}"', "'{}'"))]
+    assert not unread, f"config keys no module reads: {unread}"

@@ -1,6 +1,6 @@
 """PDS filter statistics (pds_jax.filters) and the estimate mode (pds_jax.modes.estimate).
 
-The reference is DESIGN.md §3–§4 written out in NumPy float64:
+The reference is docs/design.md §3–§4 written out in NumPy float64:
 R = log(1 + mean_i |fft2(x_i)|²) (full, unshifted, unnormalised, natural log), A = mean_i x_i².
 """
 

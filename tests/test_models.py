@@ -3,7 +3,7 @@
 Two independent truths, both produced by running score_sde's own code
 (`tests/data/make_ncsnpp_reference.py`):
 * `score_sde_param_trees.json`: count, leaf count and the digest of the sorted
-  `path:shape` list of the full-size original models (the counts also match DESIGN §6);
+  `path:shape` list of the full-size original models (the counts also match docs/design.md §6);
 * `ncsnpp_tiny_reference.npz`: five tiny models covering every NCSN++ switch, with
   the original parameters, inputs and outputs.
 """
@@ -26,7 +26,7 @@ from tests.model_helpers import (flat_param_shapes, load_config, num_params, ran
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
-# DESIGN §6: parameter counts of the original architectures (incl. the fixed Fourier W).
+# docs/design.md §6: parameter counts of the original architectures (incl. the fixed Fourier W).
 DESIGN_COUNTS = {
     "ve/cifar10_ncsnpp_continuous": 62_758_915,
     "ve/cifar10_ncsnpp_deep_continuous": 107_587_075,
@@ -39,7 +39,7 @@ DESIGN_COUNTS = {
 }
 
 
-# Not in DESIGN §6: the original DDPM's count, read from score_sde_param_trees.json.
+# Not in docs/design.md §6: the original DDPM's count, read from score_sde_param_trees.json.
 ORIGINAL_ONLY = ["vp/ddpm/cifar10"]
 
 
@@ -49,7 +49,7 @@ def _tree_digest(flat):
 
 @pytest.mark.parametrize("name", sorted(DESIGN_COUNTS) + ORIGINAL_ONLY)
 def test_full_size_tree_equals_original(name):
-    """Count (DESIGN §6) and every path and shape of the original score_sde model."""
+    """Count (docs/design.md §6) and every path and shape of the original score_sde model."""
     flat = flat_param_shapes(load_config(name))
     with open(os.path.join(DATA, "score_sde_param_trees.json")) as f:
         original = json.load(f)["configs"][name]

@@ -17,7 +17,7 @@ def test_ve_sigma_schedule_and_discrete_grid():
 
 
 def test_ve_smld_discretisation():
-    """G_i = sqrt(σ_i² − σ_{i−1}²), σ_{−1} = 0, f = 0 (DESIGN §2)."""
+    """G_i = sqrt(σ_i² − σ_{i−1}²), σ_{−1} = 0, f = 0 (docs/design.md §2)."""
     sde = VESDE(sigma_min=0.01, sigma_max=50.0, N=10)
     sig = np.geomspace(0.01, 50.0, 10)
     x = jnp.ones((3, 2, 2, 1))

@@ -42,12 +42,12 @@ def get_common_config():
     # A score_sde `checkpoint_<n>` file or a folder of them (the highest n is used);
     # '' means <workdir>/checkpoints.
     sampling.checkpoint = ''
-    # Preconditioned diffusion sampling (DESIGN §2-§3). speed_up = k runs
+    # Preconditioned diffusion sampling (docs/design.md §2-§3). speed_up = k runs
     # N = num_scales / k steps with eps scaled by k; speed_up = 1 and no filters is
     # the vanilla score_sde sampler.
     sampling.pds = pds = ml_collections.ConfigDict()
     pds.speed_up = 1.0
-    # Filter parameter α (> 1; DESIGN §3): a number, or 'auto' (the default) for the
+    # Filter parameter α (> 1; docs/design.md §3): a number, or 'auto' (the default) for the
     # fitted rule α(N) of pds_jax/alpha_rule.py at the N PC steps run ('normalized'
     # filters only). The paper presets pin the official α = 5. An untyped field
     # (ml_collections locks a field to the type of its first value), so that config files,
@@ -73,13 +73,8 @@ def get_common_config():
     deis.rho = 7.0
 
     config.eval = evaluate = ml_collections.ConfigDict()
-    evaluate.begin_ckpt = 1
-    evaluate.end_ckpt = 26
     evaluate.batch_size = 1024
-    evaluate.enable_sampling = False
     evaluate.num_samples = 50000
-    evaluate.enable_loss = True
-    evaluate.enable_bpd = False
     evaluate.bpd_dataset = 'test'
     # --mode=likelihood (pds_jax): bits/dim of the first bpd_num_images of a seeded shuffle of
     # bpd_dataset, bpd_batch_size at a time; divergence 'rademacher' | 'gaussian' | 'exact'
@@ -131,10 +126,8 @@ def get_common_config():
     model.progressive = 'none'           # 'none' | 'output_skip' | 'residual'
     model.progressive_input = 'residual'  # 'none' | 'input_skip' | 'residual'
     model.progressive_combine = 'sum'    # 'sum' | 'cat'
-    model.attention_type = 'ddpm'
     model.init_scale = 0.
     model.fourier_scale = 16
-    model.conv_size = 3
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.weight_decay = 0
@@ -145,7 +138,7 @@ def get_common_config():
     optim.warmup = 5000
     optim.grad_clip = 1.
 
-    # Filter estimation pass (DESIGN §4).
+    # Filter estimation pass (docs/design.md §4).
     config.estimate = estimate = ml_collections.ConfigDict()
     estimate.num_images = 200
     estimate.batch_size = 50

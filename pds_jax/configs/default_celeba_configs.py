@@ -14,10 +14,7 @@ def get_default_configs():
     config.sampling.num_samples = 64
 
     evaluate = config.eval
-    evaluate.begin_ckpt = 1
-    evaluate.end_ckpt = 26
     evaluate.batch_size = 1024
-    evaluate.enable_sampling = True
 
     data = config.data
     data.dataset = 'CELEBA'

@@ -14,10 +14,7 @@ def get_default_configs():
     config.sampling.num_samples = 8
 
     evaluate = config.eval
-    evaluate.begin_ckpt = 50
-    evaluate.end_ckpt = 96
     evaluate.batch_size = 512
-    evaluate.enable_sampling = True
 
     data = config.data
     data.dataset = 'LSUN'

@@ -1,7 +1,7 @@
 """Predictor–corrector (PC) sampling with optional PDS preconditioning.
 
 Faithful to score_sde's JAX `sampling.py` (Song et al., 2021) and to the official
-PDS code (Ma et al., ECCV 2022), see DESIGN.md §2–§3:
+PDS code (Ma et al., ECCV 2022), see docs/design.md §2–§3:
 
 * the loop runs N steps over t = linspace(1, eps, N); each step runs the corrector,
   then the predictor, at t; the random key is split exactly as score_sde does;

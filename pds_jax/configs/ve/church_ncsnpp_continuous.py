@@ -40,8 +40,6 @@ def get_config():
     model.progressive = 'output_skip'
     model.progressive_input = 'input_skip'
     model.progressive_combine = 'sum'
-    model.attention_type = 'ddpm'
     model.init_scale = 0.
     model.fourier_scale = 16
-    model.conv_size = 3
     return config

@@ -39,7 +39,5 @@ def get_config():
     model.progressive = 'none'
     model.progressive_input = 'residual'
     model.progressive_combine = 'sum'
-    model.attention_type = 'ddpm'
     model.init_scale = 0.
-    model.conv_size = 3
     return config

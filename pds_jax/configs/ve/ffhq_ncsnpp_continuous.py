@@ -34,8 +34,6 @@ def get_config():
     evaluate = config.eval
     evaluate.batch_size = 1024
     evaluate.num_samples = 50000
-    evaluate.begin_ckpt = 1
-    evaluate.end_ckpt = 96
 
     data = config.data
     data.dataset = 'FFHQ'
@@ -70,9 +68,7 @@ def get_config():
     model.progressive = 'output_skip'
     model.progressive_input = 'input_skip'
     model.progressive_combine = 'sum'
-    model.attention_type = 'ddpm'
     model.init_scale = 0.
     model.fourier_scale = 16
-    model.conv_size = 3
     model.embedding_type = 'fourier'
     return config

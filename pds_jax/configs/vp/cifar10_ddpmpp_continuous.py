@@ -41,9 +41,7 @@ def get_config():
     model.progressive = 'none'
     model.progressive_input = 'none'
     model.progressive_combine = 'sum'
-    model.attention_type = 'ddpm'
     model.init_scale = 0.
     model.embedding_type = 'positional'
     model.fourier_scale = 16
-    model.conv_size = 3
     return config
