@@ -27,6 +27,7 @@ the persistent compilation cache), from the repository root:
 from __future__ import annotations
 
 import argparse
+import io
 import ast
 import datetime
 import importlib
@@ -42,8 +43,10 @@ if ROOT not in sys.path:  # run as `python benchmarks/<script>.py` from a checko
     sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
+import jaxlib  # noqa: E402
 
 from pds_jax import io_utils  # noqa: E402
+from pds_jax.provenance import device_info  # noqa: E402
 
 SCHEMA_VERSION = 1
 
@@ -99,10 +102,6 @@ def precision_info() -> dict:
 
 def header(name: str, argv: Sequence[str], settings: dict) -> dict:
     """The head of every result file."""
-    import jaxlib
-
-    from pds_jax.provenance import device_info
-
     device = device_info()
     device.pop("host", None)
     device["jaxlib"] = jaxlib.__version__
@@ -146,8 +145,6 @@ class ResultWriter:
     def write(self, result: dict, image=None) -> None:
         io_utils.atomic_write_json(self.json_path, result, overwrite=True)
         if image is not None:
-            import io
-
             buf = io.BytesIO()
             image.save(buf, format="PNG")
             io_utils.atomic_write_bytes(self.png_path, buf.getvalue(), overwrite=True)

@@ -62,6 +62,8 @@ def _best_rate(fn, n, repeats):
 
 def worker(task: dict) -> dict:
     """Runs inside the subprocess (its device count fixed by XLA_FLAGS)."""
+    # Imported here, in the subprocess: JAX fixes the device count when it is first imported,
+    # so it must not be imported before XLA_FLAGS is set for this worker.
     import jax
     import ml_collections
     import numpy as np

@@ -13,6 +13,7 @@ import sys
 from typing import Dict, Optional
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pil_plot  # noqa: E402
@@ -130,8 +131,6 @@ def plot_alpha(report: dict, rule) -> bytes:
 
 
 def plot_samples(report: dict) -> Optional[bytes]:
-    from PIL import Image, ImageDraw
-
     thumbs = report.get("_thumbs") or {}
     if not thumbs:
         return None

@@ -45,6 +45,7 @@ import argparse
 import dataclasses
 import datetime
 import importlib.util
+import json
 import os
 import shlex
 import sys
@@ -57,6 +58,7 @@ sys.path.insert(0, REPO)  # run from a checkout
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import alpha_fit  # noqa: E402
+import jax  # noqa: E402
 from pds_jax import alpha_rule, io_utils  # noqa: E402
 from pds_jax.provenance import config_hash, device_info  # noqa: E402
 from quality_study import Job, Study, _pc_label  # noqa: E402
@@ -155,8 +157,6 @@ def _run_job(job, study, report, save, t0, log) -> None:
 
 
 def run_study(config, args, out_path: str, log=print) -> dict:
-    import jax
-
     t0 = time.perf_counter()
     study = Study(config, args, log)
     report = _report_head(config, args, study)
@@ -201,8 +201,6 @@ RESUME_KEYS = ("num_samples", "batch_size", "seed", "kid_subsets")
 def _resume(report: dict, path: str, study: Study) -> dict:
     """`report` continued from the raw results at `path`: its rows are kept (and not re-measured)
     when the model, schedule, references and sampling settings are the same."""
-    import json
-
     with open(path) as f:
         old = json.load(f)
     if old.get("format") != FORMAT:
@@ -329,8 +327,6 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     paths = output_paths(args.out)
     if args.fit_only:
-        import json
-
         with open(args.fit_only) as f:
             report = json.load(f)
         if report.get("format") != FORMAT:

@@ -30,6 +30,7 @@ from flax import serialization
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from pds_jax.io_utils import atomic_write_bytes
+from pds_jax.models import param_shapes
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)$")
 _EXPECTED = "a score_sde checkpoint file `checkpoint_<n>` or a folder of them"
@@ -139,8 +140,6 @@ def check_params(params: dict, config, checkpoint: Optional[str] = None,
     The expected tree comes from `jax.eval_shape` of the model's init (no memory).
     The error lists the missing, unexpected and mis-shaped parameter paths.
     """
-    from pds_jax.models import param_shapes
-
     expected = flatten_dict(param_shapes(config), sep="/")
     got = flatten_dict(params, sep="/")
     missing = sorted(set(expected) - set(got))

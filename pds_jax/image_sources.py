@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import List, Sequence, Union
 
 import numpy as np
+from PIL import Image
 
 from pds_jax import fashion_mnist
 
@@ -81,8 +82,6 @@ def to_channels(images: np.ndarray, num_channels: int, name: str = "image") -> n
 
 def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
     """Central square crop, then bicubic antialiased resize to (size, size); HWC float32."""
-    from PIL import Image
-
     h, w, c = image.shape
     crop = min(h, w)
     top, left = (h - crop) // 2, (w - crop) // 2
@@ -171,8 +170,6 @@ def list_images(folder: str) -> List[str]:
 
 def decode_image(path: str) -> np.ndarray:
     """Decode one image file to HW (grey) or HWC (RGB) uint8/uint16; errors name the file."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             if im.mode in ("1", "L"):

@@ -7,6 +7,7 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
+from PIL import Image
 
 from pds_jax.io_utils import atomic_write_bytes
 
@@ -38,8 +39,6 @@ def make_grid(images, nrow: Optional[int] = None, padding: int = 2, pad_value: i
 
 def png_bytes(image: np.ndarray) -> bytes:
     """Encode one HWC uint8 image (C = 1 or 3) as PNG."""
-    from PIL import Image
-
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise TypeError(f"png_bytes expects uint8, got {image.dtype}; use to_uint8 first")

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pds_jax import checkpoints, losses, models
+from pds_jax import checkpoints, data, losses, models
 
 
 @flax.struct.dataclass
@@ -202,8 +202,6 @@ def train_batches(config, batch_size: int, start_step: int, seed: int) -> Iterat
     The dataset is opened by this call (not at the first `next`), so a missing or
     unreadable dataset raises `pds_jax.data.DatasetError` here.
     """
-    from pds_jax import data
-
     if config.data.dataset in data.LOCAL_DATASETS:
         source = data.open_local_source(config, "train")
         n = len(source)
@@ -217,8 +215,6 @@ def train_batches(config, batch_size: int, start_step: int, seed: int) -> Iterat
 
 
 def _local_train_batches(source, config, batch_size, start_step, seed):
-    from pds_jax import data
-
     step = start_step
     while True:
         rng = np.random.default_rng([seed, step])

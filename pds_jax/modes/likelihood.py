@@ -28,7 +28,9 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from pds_jax.data import get_data_inverse_scaler, get_data_scaler, get_dataset
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
+from pds_jax.likelihood import get_likelihood_fn
 from pds_jax.modes.common import config_hash, load_score_fn, output_dir, run_header
 
 SPLITS = ("test", "train")
@@ -56,8 +58,6 @@ def dequantize(x: np.ndarray, config, seed: int, k: int) -> np.ndarray:
 
     The noise comes from `default_rng([seed, k])`, so a resumed batch gets the same noise.
     """
-    from pds_jax.data import get_data_inverse_scaler, get_data_scaler
-
     unit = np.asarray(get_data_inverse_scaler(config)(x), np.float32)
     noise = np.random.default_rng([seed, k]).random(unit.shape, dtype=np.float32)
     return np.asarray(get_data_scaler(config)((unit * 255.0 + noise) / 256.0), np.float32)
@@ -111,9 +111,6 @@ def summarize(bpd: np.ndarray, nfes, seconds) -> dict:
 
 
 def run(config, workdir: str, folder: str = "likelihood") -> dict:
-    from pds_jax.data import get_data_inverse_scaler, get_dataset
-    from pds_jax.likelihood import get_likelihood_fn
-
     s = settings(config)
     sde, _model, _params, score_fn, ckpt = load_score_fn(config, workdir)
     likelihood_fn = get_likelihood_fn(sde, get_data_inverse_scaler(config), s["hutchinson_type"],
