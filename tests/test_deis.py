@@ -326,3 +326,13 @@ def test_bad_arguments_raise(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         deis.get_deis_sampler(**args)
+
+
+@pytest.mark.parametrize("method,order,nfe", [("tab", 2, 6), ("rhork", 3, 18)])
+def test_sampler_record_reports_the_schedule_it_runs(method, order, nfe):
+    sampler = deis.get_deis_sampler(VPSDE(), (2, 4, 4, 1), 6, method, order, grid="t", eps=2e-3)
+    info = sampler.describe()
+    assert (info["method"], info["num_steps"], info["nfe"], info["eps"]) == ("deis", 6, nfe, 2e-3)
+    assert (info["solver"], info["order"], info["grid"], info["nfe_is_bound"]) == (method, order, "t", False)
+    x, got = sampler(KEY, GaussianOracle.isotropic((4, 4, 1)).score_fn(VPSDE()))
+    assert got == nfe and x.shape == (2, 4, 4, 1)

@@ -125,12 +125,12 @@ def test_adaptive_meets_tolerance_with_sensible_nfe(sde, eps, tol):
     exact = exact_ode_solution(oracle, sde, shape, eps_value)
     sampler = ode.get_ode_sampler(sde, shape, "adaptive", rtol=tol, atol=tol, eps=eps)
     x, nfe = sampler(KEY, oracle.score_fn(sde))
-    _, stats = sampler.stats(KEY, oracle.score_fn(sde))
+    _, stats = sampler.solve(sampler.prior(KEY), oracle.score_fn(sde))
     scale = tol * (1.0 + float(jnp.sqrt(jnp.mean(exact**2))))
     assert rmse(x, exact) < 10 * scale, (rmse(x, exact), scale)
-    assert int(nfe) == 2 + 6 * int(stats.accepted + stats.rejected)
+    assert int(nfe) == int(stats["nfe"]) == 2 + 6 * int(stats["accepted"] + stats["rejected"])
     assert 20 <= int(nfe) <= 400
-    assert float(stats.t_final) == pytest.approx(eps_value, abs=1e-9)
+    assert float(stats["t_final"]) == pytest.approx(eps_value, abs=1e-9)
 
 
 def test_adaptive_nfe_grows_as_tolerance_shrinks():
@@ -147,7 +147,7 @@ def test_adaptive_returns_nan_when_step_budget_runs_out():
     sampler = ode.get_ode_sampler(TOY_VE, shape, "adaptive", max_steps=3)
     x, nfe = sampler(KEY, score_fn)
     assert np.all(np.isnan(x)) and int(nfe) == 2 + 6 * 3
-    assert float(sampler.stats(KEY, score_fn)[1].t_final) > TOY_VE.default_eps
+    assert float(sampler.solve(sampler.prior(KEY), score_fn)[1]["t_final"]) > TOY_VE.default_eps
 
 
 # --------------------------------------------------------------------------- #
@@ -225,3 +225,21 @@ def test_bad_arguments_raise(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         ode.get_ode_sampler(**args)
+
+
+def test_sampler_record_reports_the_schedule_it_runs():
+    shape = (2, 4, 4, 1)
+    score_fn = GaussianOracle.isotropic(shape[1:]).score_fn(VPSDE())
+    fixed = ode.get_ode_sampler(VPSDE(), shape, "heun", 5, grid="quad", eps=1e-2, denoise=True,
+                                inverse_scaler=lambda x: 2.0 * x)
+    info = fixed.describe()
+    assert (info["method"], info["num_steps"], info["nfe"], info["eps"]) == ("ode", 5, 11, 1e-2)
+    assert (info["solver"], info["grid"], info["denoise"], info["nfe_is_bound"]) == ("heun", "quad", True, False)
+    x, nfe = fixed(KEY, score_fn)
+    plain, _ = ode.get_ode_sampler(VPSDE(), shape, "heun", 5, grid="quad", eps=1e-2, denoise=True)(KEY, score_fn)
+    assert nfe == 11
+    np.testing.assert_allclose(x, 2.0 * plain, rtol=1e-6)  # the inverse scaler ran inside the program
+    adaptive = ode.get_ode_sampler(VPSDE(), shape, "adaptive", max_steps=50, denoise=True)
+    assert (adaptive.num_steps, adaptive.nfe, adaptive.describe()["nfe_is_bound"]) == (50, 2 + 6 * 50 + 1, True)
+    _, nfe = adaptive(KEY, score_fn)
+    assert isinstance(nfe, int) and 8 < nfe < adaptive.nfe

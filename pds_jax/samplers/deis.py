@@ -33,18 +33,19 @@ term by P changes the marginals it transports (see `common.check_no_precondition
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from pds_jax.samplers import ei_tables
-from pds_jax.samplers.common import as_partial, batch_time, check_no_preconditioner, check_shape, prior_sample
+from pds_jax.samplers.common import as_partial, batch_time, check_no_preconditioner, check_shape, prior_for
 from pds_jax.samplers.ei_tables import (  # re-exported: the tables are part of the API
     IPNDM_WEIGHTS, RK_TABLEAUS, ButcherTableau, MultistepTables, RungeKuttaTables, ipndm_coefficients,
     rhoab_coefficients, tab_coefficients, tab_coefficients_quadrature, tab_coefficients_ve)
 from pds_jax.samplers.grids import time_grid
+from pds_jax.samplers.record import Sampler
 from pds_jax.sde import SDE
 
 Array = jax.Array
@@ -135,10 +136,23 @@ def runge_kutta_solve(score_fn: Callable, x: Array, tableau: ButcherTableau, rho
     return lax.fori_loop(0, stage_t.shape[0], step, x)
 
 
+def multistep_program(t: Array, std: Array, x_coef: Array, eps_coef: Array, x: Array,
+                      score_fn: Callable) -> Tuple[Array, Dict[str, Array]]:
+    """`multistep_solve` (tAB / ρAB / iPNDM) from x = x_T; no stats (the `Sampler.solve` of DEIS)."""
+    return multistep_solve(as_partial(score_fn), x, t, std, x_coef, eps_coef), {}
+
+
+def runge_kutta_program(tableau: ButcherTableau, rho: Array, alpha: Array, stage_t: Array, stage_alpha: Array,
+                        stage_std: Array, x: Array, score_fn: Callable) -> Tuple[Array, Dict[str, Array]]:
+    """`runge_kutta_solve` (ρRK) from x = x_T; no stats."""
+    return runge_kutta_solve(as_partial(score_fn), x, tableau, rho, alpha, stage_t, stage_alpha, stage_std), {}
+
+
 def get_deis_sampler(sde: SDE, shape: Sequence[int], num_steps: int, method: str = "tab", order: int = 3,
-                     grid: str = "rho", rho: float = 7.0, eps: Optional[float] = None,
-                     precond=None) -> Callable[[Array, Callable], Tuple[Array, int]]:
-    """Build a jitted DEIS sampler `sampler(rng, score_fn) -> (samples, nfe)`.
+                     grid: str = "rho", rho: float = 7.0, eps: Optional[float] = None, precond=None,
+                     inverse_scaler: Optional[Callable[[Array], Array]] = None,
+                     check_finite: bool = False) -> Sampler:
+    """Build a DEIS `Sampler`: `sampler(rng, score_fn) -> (samples, nfe)`.
 
     Args:
       sde: VESDE, VPSDE or subVPSDE.
@@ -152,11 +166,13 @@ def get_deis_sampler(sde: SDE, shape: Sequence[int], num_steps: int, method: str
       eps: final time (default `sde.default_eps`); for VE, eps = 0 integrates down to σ_min.
       precond: None or an identity `Preconditioner`; anything else raises ValueError (PDS
         preconditioning has no marginal-preserving counterpart for the deterministic ODE).
+      inverse_scaler: applied to the samples inside the compiled program (None: identity).
+      check_finite: raise `FloatingPointError` after a call whose samples are NaN/Inf.
 
     The sampler draws x_T = `sde.prior_sampling` with `rng, step_rng = split(rng)` (score_sde's
-    convention) and calls `score_fn(x, t)` with x NHWC and t (batch,) in the SDE's time.
-    `nfe` is a Python int, the exact number of score evaluations. The tables are on the
-    sampler as `sampler.tables` (float64 NumPy).
+    convention; `common.prior_sample`, before the solver's program) and calls `score_fn(x, t)` with x NHWC and t (batch,) in the SDE's time.
+    The `Sampler` has method 'deis', `num_steps` = N and `nfe` the exact number of score
+    evaluations; the float64 tables are `deis_coefficients(sde, N, method, order, grid, rho, eps)`.
     """
     check_no_preconditioner(precond, "get_deis_sampler")
     shape = check_shape(shape)
@@ -166,17 +182,13 @@ def get_deis_sampler(sde: SDE, shape: Sequence[int], num_steps: int, method: str
         tableau = _tableau(order)
         args = tuple(as_f32(a) for a in (tables.rho, tables.alpha, tables.stage_t, tables.stage_alpha,
                                           tables.stage_std))
-        solve = lambda score_fn, x: runge_kutta_solve(score_fn, x, tableau, *args)
+        solve = functools.partial(runge_kutta_program, tableau, *args)
         nfe = len(tableau.b) * (len(tables.t) - 1)
     else:
         args = tuple(as_f32(a) for a in (tables.t, tables.std, tables.x_coef, tables.eps_coef))
-        solve = lambda score_fn, x: multistep_solve(score_fn, x, *args)
+        solve = functools.partial(multistep_program, *args)
         nfe = len(tables.t) - 1
-
-    def sampler(rng: Array, score_fn: Callable) -> Tuple[Array, int]:
-        return solve(as_partial(score_fn), prior_sample(sde, rng, shape)), nfe
-
-    sampler.tables = tables
-    sampler.nfe = nfe
-    sampler.method = method
-    return sampler
+    return Sampler(method="deis", shape=shape, num_steps=len(tables.t) - 1, nfe=nfe, eps=float(tables.t[-1]),
+                   solve=solve, prior=prior_for(sde, shape), inverse_scaler=inverse_scaler,
+                   check_finite=check_finite,
+                   options={"solver": method, "order": int(order), "grid": grid, "rho": float(rho)})

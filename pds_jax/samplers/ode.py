@@ -31,19 +31,21 @@ PDS preconditioning does not apply to the deterministic ODE (see
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from pds_jax.samplers.common import as_partial, batch_time, check_no_preconditioner, check_shape, prior_sample
+from pds_jax.samplers.common import as_partial, batch_time, check_no_preconditioner, check_shape, prior_for
 from pds_jax.samplers.grids import NoiseSchedule, check_num_steps, resolve_eps, time_grid
+from pds_jax.samplers.record import Sampler
 from pds_jax.sde import SDE, VESDE, batch_mul
 
 Array = jax.Array
-METHODS = ("euler", "heun", "adaptive")
+FIXED_GRID_METHODS = ("euler", "heun")
+METHODS = FIXED_GRID_METHODS + ("adaptive",)
 
 
 # --------------------------------------------------------------------------- #
@@ -133,15 +135,6 @@ _SAFETY, _BETA_I, _BETA_P = 0.9, 0.17, 0.04  # Hairer's DOPRI5: 1/5 − 0.75 β,
 _MIN_FACTOR, _MAX_FACTOR = 0.2, 10.0
 
 
-class AdaptiveStats(NamedTuple):
-    """Counters of an adaptive solve (int32 scalars) and the time reached."""
-
-    nfe: Array
-    accepted: Array
-    rejected: Array
-    t_final: Array
-
-
 def _rms_norm(err: Array, x: Array, x_new: Array, rtol: float, atol: float) -> Array:
     scale = atol + rtol * jnp.maximum(jnp.abs(x), jnp.abs(x_new))
     return jnp.sqrt(jnp.mean((err / scale) ** 2))
@@ -149,13 +142,14 @@ def _rms_norm(err: Array, x: Array, x_new: Array, rtol: float, atol: float) -> A
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6, 7))
 def adaptive_solve(sde: SDE, score_fn: Callable, x: Array, t0: float, t1: float, rtol: float = 1e-5,
-                   atol: float = 1e-5, max_steps: int = 4096) -> Tuple[Array, AdaptiveStats]:
+                   atol: float = 1e-5, max_steps: int = 4096) -> Tuple[Array, Dict[str, Array]]:
     """Integrate dx/dt = `pf_ode_drift` from t0 down to t1 < t0 with adaptive DOPRI5.
 
     Jitted; `sde`, t0, t1, rtol, atol and max_steps are static (Python numbers).
 
     NFE = 2 (f(x_0) and the initial-step probe) + 6 per attempted step (FSAL).
-    Returns the state at t1 (NaN if `max_steps` attempts did not get there) and the counters.
+    Returns the state at t1 (NaN if `max_steps` attempts did not get there) and the stats
+    {'nfe', 'accepted', 'rejected'} (int32 scalars) and 't_final' (the time reached).
     """
     f = lambda x, t: pf_ode_drift(sde, score_fn, x, t)
     dtype = x.dtype
@@ -209,7 +203,32 @@ def adaptive_solve(sde: SDE, score_fn: Callable, x: Array, t0: float, t1: float,
     init = (t0, h_init, x, f0, jnp.asarray(1e-4, dtype), jnp.asarray(False), zero + 2, zero, zero)
     t, _, x, _, _, _, nfe, accepted, rejected = lax.while_loop(not_done, attempt, init)
     x = jnp.where(t > t1, jnp.nan, x)
-    return x, AdaptiveStats(nfe, accepted, rejected, t)
+    return x, {"nfe": nfe, "accepted": accepted, "rejected": rejected, "t_final": t}
+
+
+# --------------------------------------------------------------------------- #
+# The programs a `Sampler` runs (module level; the builders bind their tables).
+# --------------------------------------------------------------------------- #
+
+def fixed_grid_program(sde: SDE, method: str, denoise: bool, t: Array, tau: Array, x: Array,
+                       score_fn: Callable) -> Tuple[Array, Dict[str, Array]]:
+    """Euler/Heun from x = x_T on the grid (t, τ), then the optional Tweedie step; no stats."""
+    score_fn = as_partial(score_fn)
+    x = fixed_grid_solve(sde, score_fn, x, t, tau, method)
+    if denoise:
+        x = tweedie_denoise(sde, score_fn, x, t[-1])
+    return x, {}
+
+
+def adaptive_program(sde: SDE, t0: float, t1: float, rtol: float, atol: float, max_steps: int,
+                     denoise: bool, x: Array, score_fn: Callable) -> Tuple[Array, Dict[str, Array]]:
+    """Adaptive DOPRI5 from x = x_T at t0 to t1, then the optional Tweedie step (+1 NFE)."""
+    score_fn = as_partial(score_fn)
+    x, stats = adaptive_solve(sde, score_fn, x, t0, t1, rtol, atol, max_steps)
+    if denoise:
+        x = tweedie_denoise(sde, score_fn, x, jnp.float32(t1))
+        stats = dict(stats, nfe=stats["nfe"] + 1)
+    return x, stats
 
 
 # --------------------------------------------------------------------------- #
@@ -219,8 +238,9 @@ def adaptive_solve(sde: SDE, score_fn: Callable, x: Array, t0: float, t1: float,
 def get_ode_sampler(sde: SDE, shape: Sequence[int], method: str = "euler", num_steps: int = 100,
                     grid: str = "rho", rho: float = 7.0, rtol: float = 1e-5, atol: float = 1e-5,
                     eps: Optional[float] = None, denoise: bool = False, precond=None,
-                    max_steps: int = 4096) -> Callable[[Array, Callable], Tuple[Array, object]]:
-    """Build a jitted probability-flow ODE sampler `sampler(rng, score_fn) -> (samples, nfe)`.
+                    max_steps: int = 4096, inverse_scaler: Optional[Callable[[Array], Array]] = None,
+                    check_finite: bool = False) -> Sampler:
+    """Build a probability-flow ODE `Sampler`: `sampler(rng, score_fn) -> (samples, nfe)`.
 
     Args:
       sde: VESDE, VPSDE or subVPSDE.
@@ -235,48 +255,37 @@ def get_ode_sampler(sde: SDE, shape: Sequence[int], method: str = "euler", num_s
       denoise: add one Tweedie denoising step at eps (+1 NFE).
       precond: None or an identity `Preconditioner`; anything else raises ValueError.
       max_steps: attempt budget of the adaptive solver (samples are NaN when exhausted).
+      inverse_scaler: applied to the samples inside the compiled program (None: identity).
+      check_finite: raise `FloatingPointError` after a call whose samples are NaN/Inf.
 
-    x_T = `sde.prior_sampling` with `rng, step_rng = split(rng)` (score_sde's convention).
-    `nfe` is a Python int for the fixed grids and a concrete int32 array (the evaluations
-    actually used) for 'adaptive'; `sampler.stats(rng, score_fn)` returns the adaptive
-    `AdaptiveStats` too.
+    x_T = `sde.prior_sampling` with `rng, step_rng = split(rng)` (score_sde's convention), drawn
+    by `common.prior_sample` before the solver's program (`Sampler.prior`).
+    The `Sampler` has method 'ode'; its `num_steps` is N for the fixed grids and
+    `max_steps` for 'adaptive', whose `nfe` is the bound 2 + 6 max_steps (+1) while a call
+    returns the evaluations actually used (`sampler.solve(rng, score_fn)` returns the
+    adaptive stats 'nfe', 'accepted', 'rejected', 't_final' too).
     """
     check_no_preconditioner(precond, "get_ode_sampler")
     shape = check_shape(shape)
-    if method in ("euler", "heun"):
+    common = dict(method="ode", shape=shape, inverse_scaler=inverse_scaler, check_finite=check_finite,
+                  prior=prior_for(sde, shape))
+    if method in FIXED_GRID_METHODS:
         tables = fixed_grid_tables(sde, num_steps, grid, rho, eps)
         t, tau = jnp.asarray(tables.t, jnp.float32), jnp.asarray(tables.tau, jnp.float32)
-        nfe = (num_steps if method == "euler" else 2 * num_steps) + int(bool(denoise))
-
-        def sampler(rng: Array, score_fn: Callable) -> Tuple[Array, int]:
-            score_fn = as_partial(score_fn)
-            x = fixed_grid_solve(sde, score_fn, prior_sample(sde, rng, shape), t, tau, method)
-            if denoise:
-                x = tweedie_denoise(sde, score_fn, x, t[-1])
-            return x, nfe
-
-        sampler.tables = tables
-        sampler.nfe = nfe
-        return sampler
+        per_step = 1 if method == "euler" else 2
+        return Sampler(
+            num_steps=int(num_steps), nfe=per_step * int(num_steps) + int(bool(denoise)),
+            eps=float(tables.t[-1]),
+            solve=functools.partial(fixed_grid_program, sde, method, bool(denoise), t, tau),
+            options={"solver": method, "grid": grid, "rho": float(rho), "denoise": bool(denoise)}, **common)
     if method != "adaptive":
         raise ValueError(f"ODE method must be one of {METHODS}, got {method!r}")
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
-    check_num_steps(max_steps)
+    max_steps = check_num_steps(max_steps)
     t0, t1 = float(sde.T), resolve_eps(sde, eps)
-    rtol, atol, max_steps = float(rtol), float(atol), int(max_steps)
-
-    def solve(rng: Array, score_fn: Callable) -> Tuple[Array, AdaptiveStats]:
-        score_fn = as_partial(score_fn)
-        x, stats = adaptive_solve(sde, score_fn, prior_sample(sde, rng, shape), t0, t1, rtol, atol, max_steps)
-        if denoise:
-            x = tweedie_denoise(sde, score_fn, x, jnp.float32(t1))
-            stats = stats._replace(nfe=stats.nfe + 1)
-        return x, stats
-
-    def sampler(rng: Array, score_fn: Callable) -> Tuple[Array, Array]:
-        x, stats = solve(rng, score_fn)
-        return x, stats.nfe
-
-    sampler.stats = solve
-    return sampler
+    rtol, atol = float(rtol), float(atol)
+    return Sampler(
+        num_steps=max_steps, nfe=2 + 6 * max_steps + int(bool(denoise)), eps=t1, adaptive=True,
+        solve=functools.partial(adaptive_program, sde, t0, t1, rtol, atol, max_steps, bool(denoise)),
+        options={"solver": "adaptive", "rtol": rtol, "atol": atol, "denoise": bool(denoise)}, **common)
