@@ -189,6 +189,7 @@ def test_paper_timing_tiny(tmp_path):
 def test_benchmark_mode_writes_json_and_never_overwrites(tmp_path):
     from benchmarks import common
     from pds_jax.modes import benchmark
+    from pds_jax.sde import get_sde
 
     config = common.load_config("fashion_mnist_pds", ["model.name=bench_tiny", "sampling.batch_size=2",
                                                       "sampling.checkpoint="])
@@ -217,9 +218,9 @@ def test_benchmark_mode_filters():
 
     config = common.load_config("fashion_mnist_pds", ["sampling.pds.freq_filter=missing/freq.npy",
                                                       "sampling.pds.space_filter="])
-    precond, info = benchmark._preconditioner(config, (32, 32, 1))
+    setup, info = benchmark._setup(config, get_sde(config))
     assert info["source"] == "synthetic" and info["filters"] == ["freq"] and "freq" in info["missing_files"]
-    assert precond.freq is not None and precond.space is None
+    assert setup.precond.freq is not None and setup.precond.space is None and setup.alpha is not None
     config.sampling.pds.freq_filter = ""
-    precond, info = benchmark._preconditioner(config, (32, 32, 1))
-    assert info["source"] == "none" and precond.is_identity
+    setup, info = benchmark._setup(config, get_sde(config))
+    assert info["source"] == "none" and setup.precond.is_identity and setup.alpha is None

@@ -63,8 +63,9 @@ def test_eval_writes_metrics_samples_and_report(first_run):
     assert saved["kid"] is None and "no raw features" in saved["kid_note"]
     assert saved["num_samples"] == 6 and saved["batch_size"] == 4
     assert saved["num_steps"] == 4 and saved["nfe_per_sample"] == 8  # corrector + predictor
-    assert saved["sampler"]["method"] == "pc" and saved["sampler"]["pds"]["alpha"] == 5.0
-    assert saved["sampler"]["pds"]["filters"]["freq"]["max"] <= 1.25 + 1e-6  # α/(α-1) at α = 5
+    assert saved["sampler"]["method"] == "pc" and saved["sampler"]["pds"] is True
+    assert saved["sampler"]["alpha"] == saved["pds_alpha"] == 5.0 and saved["sampler"]["num_steps"] == 4
+    assert saved["preconditioner"]["freq"]["max"] <= 1.25 + 1e-6  # α/(α-1) at α = 5
     assert set(saved["wall_time"]) >= {"sampling_s", "features_s"}
     assert saved["device"]["platform"] == "cpu" and saved["resumed_batches"] == 0
     samples = np.load(os.path.join(out, "samples.npz"))["images"]
