@@ -328,3 +328,5 @@ def save_rule(rule: AlphaRule, path: Optional[str] = None, overwrite: bool = Fal
     from pds_jax.io_utils import atomic_write_json
 
     return atomic_write_json(path or RULE_PATH, rule.to_dict(), overwrite=overwrite)
+
+from pds_jax.alpha_law import auto_alpha  # noqa: E402,F401  (the exact-analysis rule; docs/alpha_law.md)
