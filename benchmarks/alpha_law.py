@@ -132,16 +132,18 @@ def ve_plot(result):
     for key, prob in result["ve"].items():
         if prob["gamma"] != 2:
             continue
-        series = {f"N={n}": [(a, k) for a, k in zip(r["alphas"], r["kl"]) if math.isfinite(k)]
+        # blown-up values (up to 1e60) would squash the axis: draw KL <= 10 only
+        series = {f"N={n}": [(a, k) for a, k in zip(r["alphas"], r["kl"]) if math.isfinite(k) and k <= 10]
                   for n, r in prob["rows"].items()}
-        panels.append(pil_plot.loglog_panel(series, f"{key}: KL vs α (vanilla: α→∞)", "α", "KL per dim"))
+        panels.append(pil_plot.loglog_panel(series, f"{key}: KL vs alpha (KL <= 10 shown)", "alpha",
+                                            "KL per dim"))
     law = {}
     for key, prob in result["ve"].items():
-        law[f"α*−1 {key}"] = [(int(n), r["alpha_star"] - 1) for n, r in prob["rows"].items()]
-    panels.append(pil_plot.loglog_panel(law, "α*(N) − 1, all problems", "N", "α* − 1", legend=False))
+        law[f"a*-1 {key}"] = [(int(n), r["alpha_star"] - 1) for n, r in prob["rows"].items()]
+    panels.append(pil_plot.loglog_panel(law, "alpha*(N) - 1, all problems", "N", "alpha* - 1", legend=False))
     bnd = {f"{key}": [(int(n), r["boundary"] - 1) for n, r in prob["rows"].items() if r["boundary"]]
            for key, prob in result["ve"].items()}
-    panels.append(pil_plot.loglog_panel(bnd, "stability boundary α_b(N) − 1", "N", "α_b − 1", legend=False))
+    panels.append(pil_plot.loglog_panel(bnd, "stability boundary alpha_b(N) - 1", "N", "alpha_b - 1", legend=False))
     return pil_plot.grid_of_panels(panels, columns=3, title="PDS PC sampler on Gaussian data, exact KL")
 
 
@@ -236,10 +238,20 @@ def main(argv=None):
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
     parser.add_argument("--vp-samples", type=int, default=0)
+    parser.add_argument("--replot", default="", help="redraw the PNG of an existing VE result JSON")
     parser.add_argument("--report", default="", help="print markdown tables of an existing VE result JSON")
     args = parser.parse_args(argv)
     if args.report:
         print(report(args.report))
+        return
+    if args.replot:  # redraw the PNG of an existing VE result (a free name next to it)
+        import json
+
+        with open(args.replot) as f:
+            old = json.load(f)
+        png = common.output_paths(os.path.splitext(args.replot)[0] + "_plot.json", "")[1]
+        ve_plot(old).save(png)
+        print(f"wrote {png}")
         return
     json_path, png_path = common.output_paths(args.out, f"alpha_law_{args.part}")
     writer = common.ResultWriter(json_path, png_path)
