@@ -42,6 +42,7 @@ from typing import Mapping, Optional, Tuple, Union
 import numpy as np
 
 from pds_jax import resources
+from pds_jax.alpha_law import stability_floor
 
 FORMAT = "pds_jax.alpha_rule/1"
 AUTO = "auto"
@@ -88,14 +89,20 @@ def parse_alpha(value) -> Union[float, str]:
     return alpha
 
 
-def auto_alpha(freq, space, sde, num_steps: int) -> float:
-    """α for `alpha='auto'`: the installed rule at `num_steps` PC steps.
+def auto_alpha(freq, space, sde, num_steps: int, **schedule) -> float:
+    """α for `alpha='auto'`: max(the installed measured rule at N, the stability floor).
 
     freq / space: the raw statistics R and A the filters are built from (either may be
-    None), sde: the schedule run. The shipped rule depends on N only.
+    None); sde: the model's SDE (its N the base schedule); num_steps: the PC steps run;
+    `schedule`: snr, n_steps, eps, centered of `alpha_law.stability_floor`.
+
+    The measured rule (`RULE_PATH`, fitted by `benchmarks/quality_vs_steps.py`) gives the
+    FID optimum of the embedded model; the floor (`pds_jax.alpha_law.stability_floor`) is
+    computed from *this* model's statistics and schedule and keeps α above the value at
+    which the exact Gaussian analysis of the PC sampler diverges (docs/alpha_law.md).
     """
-    del freq, space, sde  # the fitted table rule is a function of N alone
-    return load_rule()(num_steps)
+    floor = stability_floor(freq, space, sde, num_steps, **schedule)
+    return max(load_rule()(num_steps), floor)
 
 
 # -------------------------------------------------------------------------------- rule

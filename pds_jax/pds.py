@@ -56,8 +56,12 @@ def pc_schedule(sde: SDE, speed_up: Optional[float] = 1.0, eps: Optional[float] 
 
 
 def resolve_alpha(setting, num_steps: int, sde: SDE, freq=None, space=None,
-                  normalization: str = "normalized") -> Optional[float]:
-    """The numeric α for `setting` (number, numeric string or 'auto'); None without filters."""
+                  normalization: str = "normalized", **schedule) -> Optional[float]:
+    """The numeric α for `setting` (number, numeric string or 'auto'); None without filters.
+
+    `sde` is the model's SDE (N₀ steps) and `schedule` the rest of the run (eps, snr,
+    n_steps, centered) that `alpha_rule.auto_alpha` prices.
+    """
     alpha = alpha_rule.parse_alpha(setting)  # validates, also when no filter uses it
     if freq is None and space is None:
         return None
@@ -66,7 +70,7 @@ def resolve_alpha(setting, num_steps: int, sde: SDE, freq=None, space=None,
             raise ValueError(
                 f"config.sampling.pds.alpha='auto' is defined for normalization='normalized' (α has "
                 f"another meaning for the unnormalised statistics of {normalization!r}); set a number")
-        alpha = alpha_rule.auto_alpha(freq, space, sde, num_steps)
+        alpha = alpha_rule.auto_alpha(freq, space, sde, num_steps, **schedule)
     return float(alpha)
 
 
@@ -112,7 +116,8 @@ def from_arguments(sde: SDE, shape, *, speed_up: Optional[float] = 1.0, eps: Opt
                    num_steps: Optional[int] = None, freq=None, space=None, alpha=5.0,
                    normalization: str = "normalized", solenoidal_omega: float = 0.0,
                    precond: Optional[Preconditioner] = None,
-                   filter_files: Optional[Mapping[str, str]] = None) -> PDSSetup:
+                   filter_files: Optional[Mapping[str, str]] = None, snr: float = 0.16, n_steps: int = 1,
+                   centered: Optional[bool] = None) -> PDSSetup:
     """A `PDSSetup` from plain arguments.
 
     Args:
@@ -123,6 +128,9 @@ def from_arguments(sde: SDE, shape, *, speed_up: Optional[float] = 1.0, eps: Opt
       alpha: a number > 1 or 'auto'; normalization: 'normalized' | 'legacy'.
       solenoidal_omega: ω of the solenoidal term (0: none).
       precond: a ready preconditioner instead of statistics (then α is not used).
+      snr, n_steps, centered: the corrector's settings and whether the statistics describe
+        [0, 1] data that the model sees in [−1, 1] — what `alpha='auto'` prices (None:
+        `pds_jax.alpha_law`'s default by SDE type).
     """
     run_sde, final_eps = pc_schedule(sde, speed_up, eps, num_steps)
     if normalization not in NORMALIZATIONS:
@@ -133,7 +141,8 @@ def from_arguments(sde: SDE, shape, *, speed_up: Optional[float] = 1.0, eps: Opt
             raise ValueError("give either a ready `precond` or filter statistics (freq/space), not both")
         resolved = getattr(precond, "alpha", None)  # TODO(merge): Preconditioner.alpha field
     else:
-        resolved = resolve_alpha(alpha, run_sde.N, run_sde, freq, space, normalization)
+        resolved = resolve_alpha(alpha, run_sde.N, sde, freq, space, normalization, eps=final_eps, snr=snr,
+                                 n_steps=n_steps, centered=centered)
         precond = _preconditioner(shape, freq, space, resolved, normalization, solenoidal_omega)
     return PDSSetup(run_sde, run_sde.N, float(final_eps), sde.N / run_sde.N, resolved,
                     alpha_rule.parse_alpha(alpha), normalization, dict(filter_files or {}), precond)
@@ -160,6 +169,16 @@ def config_filter_statistics(config) -> Tuple[dict, dict]:
     return stats, files
 
 
+def _statistics_centered(config, files: Mapping[str, str]) -> bool:
+    """Whether the statistics describe [0, 1] images that the model sees in [−1, 1].
+
+    pds_jax `.npz` files are estimated in the model's data space (`filters.check_compatible`
+    enforces it); the official PDS `.npy` files come from [0, 1] images.
+    """
+    official = any(str(path).endswith(".npy") for path in files.values())
+    return bool(official and config.data.centered)
+
+
 def from_config(config, sde: Optional[SDE] = None, *, alpha=None, num_steps: Optional[int] = None,
                 statistics: Optional[Tuple[dict, dict]] = None) -> PDSSetup:
     """The `PDSSetup` of `config.sampling.pds` for the model of `config`.
@@ -178,7 +197,8 @@ def from_config(config, sde: Optional[SDE] = None, *, alpha=None, num_steps: Opt
             sde, shape, speed_up=None if num_steps is not None else pds.speed_up, num_steps=num_steps,
             freq=stats.get("freq"), space=stats.get("space"), alpha=pds.alpha if alpha is None else alpha,
             normalization=str(pds.normalization), solenoidal_omega=float(pds.get("solenoidal_omega", 0.0) or 0.0),
-            filter_files=files)
+            filter_files=files, snr=float(config.sampling.snr), n_steps=int(config.sampling.n_steps_each),
+            centered=_statistics_centered(config, files))
     except ScheduleError as e:
         if num_steps is not None:
             raise

@@ -93,6 +93,10 @@ class SDE(abc.ABC):
         """score_sde's discrete index i = int(t (N − 1) / T), int32."""
         return (t * (self.N - 1) / self.T).astype(jnp.int32)
 
+    def langevin_alpha(self, t: Array) -> Array:
+        """score_sde's scale of the Langevin corrector step: 1 (VE); the DDPM α_i for VP/sub-VP."""
+        return jnp.ones_like(t)
+
     def discretize(self, x: Array, t: Array) -> Tuple[Array, Array]:
         """Euler–Maruyama discretisation x_{i+1} = x_i + f_i + G_i z (default)."""
         dt = 1.0 / self.N
@@ -264,6 +268,9 @@ class _BetaScheduleMixin:
     @property
     def sqrt_1m_alphas_cumprod(self) -> Array:
         return jnp.sqrt(1.0 - self.alphas_cumprod)
+
+    def langevin_alpha(self, t):
+        return self.alphas[self.timestep_index(t)]
 
     def prior_sampling(self, rng, shape):
         return jax.random.normal(rng, shape)

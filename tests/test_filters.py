@@ -45,7 +45,7 @@ def make_config(image_size=8, num_channels=3, centered=False, **pds):
         centered=centered, random_flip=False, uniform_dequantization=False, tfds_data_dir="",
         split="train"))
     cfg.estimate = ml_collections.ConfigDict(dict(num_images=200, batch_size=50, seed=0, output=""))
-    cfg.sampling = ml_collections.ConfigDict()
+    cfg.sampling = ml_collections.ConfigDict(dict(snr=0.16, n_steps_each=1))
     cfg.sampling.pds = ml_collections.ConfigDict(dict(
         alpha=5.0, normalization="normalized", freq_filter="", space_filter="", solenoidal_omega=0.0,
         speed_up=1.0))

@@ -29,7 +29,7 @@ from pds_jax.pds import PDSSetup
 from pds_jax.precond import Preconditioner
 from pds_jax.samplers.common import check_shape
 from pds_jax.samplers.record import Sampler
-from pds_jax.sde import SDE, VESDE, VPSDE, subVPSDE, batch_mul
+from pds_jax.sde import SDE, VESDE, VPSDE, batch_mul
 
 Array = jax.Array
 ScoreFn = Callable[[Array, Array], Array]
@@ -94,9 +94,7 @@ PREDICTORS = {
 
 def _langevin_alpha(sde: SDE, t: Array) -> Array:
     # score_sde scales VP/sub-VP Langevin steps by the DDPM alpha_i; VE uses 1.
-    if isinstance(sde, (VPSDE, subVPSDE)):
-        return sde.alphas[sde.timestep_index(t)]
-    return jnp.ones_like(t)
+    return sde.langevin_alpha(t)
 
 
 def _batch_mean_norm(v: Array) -> Array:
