@@ -46,7 +46,7 @@ def lagrange(nodes, j, x):
 def test_order0_tab_is_euler_in_sigma():
     ts = grids.time_grid(TOY_VE, 12, "rho", eps=0.0)
     tables = deis.tab_coefficients(TOY_VE, ts, order=0)
-    sigmas = grids.NoiseSchedule(TOY_VE).std(ts)
+    sigmas = TOY_VE.np_std(ts)
     np.testing.assert_allclose(tables.eps_coef[:, 0], np.diff(sigmas), rtol=1e-13)
     np.testing.assert_array_equal(tables.x_coef, 1.0)
     np.testing.assert_allclose(tables.std, sigmas[:-1], rtol=1e-15)
@@ -125,9 +125,8 @@ def test_ve_tab_equals_vp_formulation_with_alphabar_one_over_one_plus_sigma2():
 
 @pytest.mark.parametrize("sde", [TOY_VE, VPSDE()], ids=["ve", "vp"])
 def test_rhoab_equals_integral_of_lagrange_basis_in_rho(sde):
-    schedule = grids.NoiseSchedule(sde)
     ts = grids.time_grid(sde, 7, "rho", eps=0.0 if isinstance(sde, VESDE) else None)
-    rhos, alphas = schedule.rho(ts), schedule.alpha(ts)
+    rhos, alphas = sde.np_rho(ts), sde.np_alpha(ts)
     tables = deis.rhoab_coefficients(sde, ts, order=3)
     for i in range(len(ts) - 1):
         nodes = rhos[i - np.arange(min(i, 3) + 1)]
@@ -141,8 +140,7 @@ def test_rhoab_equals_integral_of_lagrange_basis_in_rho(sde):
 def test_ipndm_table_is_ab_weights_times_ddim_step():
     ts = grids.time_grid(VPSDE(), 6, "t")
     tables = deis.ipndm_coefficients(VPSDE(), ts, order=3)
-    schedule = grids.NoiseSchedule(VPSDE())
-    alpha, rho = schedule.alpha(ts), schedule.rho(ts)
+    alpha, rho = VPSDE().np_alpha(ts), VPSDE().np_rho(ts)
     # DDIM's ε coefficient √(1 − ᾱ_{i+1}) − √(ᾱ_{i+1}/ᾱ_i) √(1 − ᾱ_i) is α_{i+1}(ρ_{i+1} − ρ_i).
     abar = alpha**2
     ddim = np.sqrt(1 - abar[1:]) - np.sqrt(abar[1:] / abar[:-1]) * np.sqrt(1 - abar[:-1])
@@ -157,15 +155,13 @@ def test_multistep_rows_integrate_constants_exactly():
     for sde in (TOY_VE, VPSDE(), subVPSDE()):
         for method in ("tab", "rhoab", "ipndm"):
             tables = deis.deis_coefficients(sde, 9, method, order=3)
-            schedule = grids.NoiseSchedule(sde)
-            expected = schedule.alpha(tables.t[1:]) * np.diff(schedule.rho(tables.t))
+            expected = sde.np_alpha(tables.t[1:]) * np.diff(sde.np_rho(tables.t))
             np.testing.assert_allclose(tables.eps_coef.sum(axis=1), expected, rtol=1e-10)
 
 
 def test_rk_stage_times_lie_on_rho_between_grid_points():
     tables = deis.deis_coefficients(VPSDE(), 5, "rhork", order=4)
-    schedule = grids.NoiseSchedule(VPSDE())
-    np.testing.assert_allclose(schedule.rho(tables.stage_t[:, 1]), 0.5 * (tables.rho[:-1] + tables.rho[1:]),
+    np.testing.assert_allclose(VPSDE().np_rho(tables.stage_t[:, 1]), 0.5 * (tables.rho[:-1] + tables.rho[1:]),
                                rtol=1e-12)
     np.testing.assert_array_equal(tables.stage_t[:, 0], tables.t[:-1])
     np.testing.assert_array_equal(tables.stage_t[:, 3], tables.t[1:])

@@ -101,3 +101,45 @@ def test_sdes_are_hashable_jit_friendly_and_validated():
         VESDE(sigma_min=1.0, sigma_max=0.5)
     with pytest.raises(ValueError, match="N must be a positive integer"):
         VPSDE(N=0)
+
+
+@pytest.mark.parametrize("sde", [VESDE(0.01, 50.0), VPSDE(), subVPSDE()], ids=["ve", "vp", "subvp"])
+def test_float64_schedule_matches_sde_and_inverts(sde):
+    t = np.linspace(1e-3, 1.0, 50)
+    mean, std = sde.marginal_coefficients(jnp.asarray(t, jnp.float32))
+    np.testing.assert_allclose(sde.np_alpha(t), mean, rtol=2e-5)
+    # Loose: the jnp std of VP / sub-VP is 1 − e^{2c} in float32 (cancellation near t = 0).
+    np.testing.assert_allclose(sde.np_std(t), std, rtol=3e-4, atol=1e-7)
+    np.testing.assert_allclose(sde.np_rho(t), sde.np_std(t) / sde.np_alpha(t), rtol=1e-12)
+    np.testing.assert_allclose(sde.np_t_of_rho(sde.np_rho(t)), t, rtol=1e-10)
+
+
+def test_network_conventions_follow_score_sde():
+    """score_sde's labels: VE σ(t) / round((T − t)(N − 1)); VP 999 t / t (N − 1); sub-VP always 999 t."""
+    t = jnp.array([0.0, 0.25, 1.0])
+    ve, vp, subvp = VESDE(0.01, 50.0, N=11), VPSDE(N=11), subVPSDE(N=11)
+    np.testing.assert_array_equal(ve.discrete_label(t), [10, 8, 0])
+    np.testing.assert_allclose(vp.discrete_label(t), [0.0, 2.5, 10.0])
+    np.testing.assert_allclose(subvp.discrete_label(t), subvp.continuous_label(t))
+    out = jnp.ones((3, 2, 2, 1))
+    np.testing.assert_array_equal(ve.score_from_output(out, t, ve.discrete_label(t), False), out)
+    # VP networks predict ε = −s · score.
+    std = np.sqrt(1.0 - np.cumprod(1.0 - np.linspace(0.1 / 11, 20.0 / 11, 11)))[[0, 2, 10]]
+    np.testing.assert_allclose(vp.score_from_output(out, t, vp.discrete_label(t), False)[:, 0, 0, 0], -1.0 / std,
+                               rtol=1e-5)
+    t = jnp.array([0.3, 0.6, 0.9])
+    for sde in (vp, subvp):
+        np.testing.assert_allclose(sde.score_from_output(out, t, None, True)[:, 0, 0, 0],
+                                   -1.0 / sde.np_std(np.asarray(t, np.float64)), rtol=1e-4)
+
+
+def test_langevin_scale_and_ancestral_support():
+    t = jnp.array([1.0, 0.5])
+    np.testing.assert_array_equal(VESDE().langevin_alpha(t), 1.0)
+    vp = VPSDE(N=5)
+    np.testing.assert_allclose(vp.langevin_alpha(t), 1.0 - np.linspace(0.1 / 5, 20.0 / 5, 5)[[4, 2]], rtol=1e-6)
+    assert VESDE().supports_ancestral_sampling and VPSDE().supports_ancestral_sampling
+    assert not subVPSDE().supports_ancestral_sampling
+    x = jnp.ones((2, 2, 2, 1))
+    with pytest.raises(ValueError, match="ancestral_sampling"):
+        subVPSDE().ancestral_step(x, t, x, x)

@@ -11,7 +11,8 @@ score_sde trains its networks with SDE-specific inputs and outputs (`models/util
 | VE, discrete       | round((T − t)(N − 1))       | out                                      |
 
 (sub-VP always uses the continuous labels, as in score_sde.) The VE networks divide by
-σ themselves (`scale_by_sigma`).
+σ themselves (`scale_by_sigma`). Each SDE class implements its rows
+(`SDE.continuous_label`, `discrete_label`, `score_from_output`).
 
 `get_score_fn` returns a `jax.tree_util.Partial` whose only pytree child is the
 parameter tree: it can be passed *as an argument* into a jitted sampler, so the
@@ -50,10 +51,6 @@ def get_model_fn(model: nn.Module, params: Any, train: bool = False) -> Callable
     return model_fn
 
 
-def _per_example(a: Array, x: Array) -> Array:
-    return a.reshape(a.shape[:1] + (1,) * (x.ndim - 1))
-
-
 @dataclasses.dataclass(frozen=True)
 class ScoreFunction:
     """score(params, x, t) for a model trained on `sde` (hashable: a static jit argument).
@@ -68,29 +65,14 @@ class ScoreFunction:
 
     def labels(self, t: Array) -> Array:
         """The network's noise label at time t (see the module docstring)."""
-        sde = self.sde
-        if isinstance(sde, sde_lib.VESDE):
-            if self.continuous:
-                return sde.marginal_prob(jnp.zeros_like(t), t)[1]
-            return jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32)
-        if isinstance(sde, (sde_lib.VPSDE, sde_lib.subVPSDE)):
-            if self.continuous or isinstance(sde, sde_lib.subVPSDE):
-                return t * 999
-            return t * (sde.N - 1)
-        raise NotImplementedError(f"no score convention for {type(sde).__name__}")
+        return self.sde.continuous_label(t) if self.continuous else self.sde.discrete_label(t)
 
     def __call__(self, params: Any, x: Array, t: Array, rng: Optional[Array] = None) -> Array:
         """The score; with a PRNG key `rng` the network runs in training mode (dropout)."""
         t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), x.shape[:1])
         labels = self.labels(t)
         out = get_model_fn(self.model, params, train=rng is not None)(x, labels, rng)
-        if isinstance(self.sde, sde_lib.VESDE):
-            return out
-        if self.continuous or isinstance(self.sde, sde_lib.subVPSDE):
-            std = self.sde.marginal_prob(jnp.zeros_like(x), t)[1]
-        else:
-            std = self.sde.sqrt_1m_alphas_cumprod[labels.astype(jnp.int32)]
-        return -out / _per_example(std, x)
+        return self.sde.score_from_output(out, t, labels, self.continuous)
 
 
 def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params: Any,
@@ -108,6 +90,6 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params: Any,
     Returns:
       A `jax.tree_util.Partial` with `params` as its pytree children; x NHWC, t (batch,).
     """
-    if not isinstance(sde, (sde_lib.VESDE, sde_lib.VPSDE, sde_lib.subVPSDE)):
-        raise NotImplementedError(f"SDE class {type(sde).__name__} is not supported")
+    if not isinstance(sde, sde_lib.SDE):
+        raise TypeError(f"sde must be a pds_jax.sde.SDE (VESDE, VPSDE or subVPSDE), got {type(sde).__name__}")
     return Partial(ScoreFunction(model=model, sde=sde, continuous=bool(continuous)), params)

@@ -39,7 +39,6 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
-from pds_jax.samplers.grids import NoiseSchedule
 from pds_jax.sde import SDE, VESDE
 
 MAX_MULTISTEP_ORDER = 3
@@ -128,14 +127,14 @@ def _history(i: int, order: int) -> int:
     return min(i, order)
 
 
-def _x_coef(schedule: NoiseSchedule, ts: np.ndarray) -> np.ndarray:
-    alpha = schedule.alpha(ts)
+def _x_coef(sde: SDE, ts: np.ndarray) -> np.ndarray:
+    alpha = sde.np_alpha(ts)
     return alpha[1:] / alpha[:-1]
 
 
-def _tables(schedule: NoiseSchedule, ts, eps_coef) -> MultistepTables:
+def _tables(sde: SDE, ts, eps_coef) -> MultistepTables:
     ts = np.asarray(ts, np.float64)
-    return MultistepTables(ts, schedule.std(ts[:-1]), _x_coef(schedule, ts), eps_coef)
+    return MultistepTables(ts, sde.np_std(ts[:-1]), _x_coef(sde, ts), eps_coef)
 
 
 def tab_coefficients_quadrature(sde: SDE, ts, order: int, num_nodes: int = 16) -> MultistepTables:
@@ -145,9 +144,8 @@ def tab_coefficients_quadrature(sde: SDE, ts, order: int, num_nodes: int = 16) -
     through t_i, ..., t_{i−r}, r = min(i, order); `num_nodes` nodes per panel.
     """
     order = check_order(order, 0, MAX_MULTISTEP_ORDER, "tab")
-    schedule = NoiseSchedule(sde)
     ts = np.asarray(ts, np.float64)
-    rhos, alphas = schedule.rho(ts), schedule.alpha(ts)
+    rhos, alphas = sde.np_rho(ts), sde.np_alpha(ts)
     unit_nodes, unit_weights = gauss_legendre(num_nodes)
     coef = np.zeros((len(ts) - 1, order + 1))
     for i in range(len(ts) - 1):
@@ -156,10 +154,10 @@ def tab_coefficients_quadrature(sde: SDE, ts, order: int, num_nodes: int = 16) -
         edges = _quadrature_panels(rhos[i], rhos[i + 1])
         for a, b in zip(edges[:-1], edges[1:]):
             points = a + (b - a) * unit_nodes
-            values = lagrange_basis(basis_nodes, schedule.t_of_rho(points))
+            values = lagrange_basis(basis_nodes, sde.np_t_of_rho(points))
             coef[i, : r + 1] += (b - a) * (unit_weights @ values)
         coef[i] *= alphas[i + 1]
-    return _tables(schedule, ts, coef)
+    return _tables(sde, ts, coef)
 
 
 def tab_coefficients_ve(sde: VESDE, ts, order: int) -> MultistepTables:
@@ -171,9 +169,8 @@ def tab_coefficients_ve(sde: VESDE, ts, order: int) -> MultistepTables:
     if not isinstance(sde, VESDE):
         raise TypeError(f"tab_coefficients_ve needs a VESDE, got {type(sde).__name__}")
     order = check_order(order, 0, MAX_MULTISTEP_ORDER, "tab")
-    schedule = NoiseSchedule(sde)
     ts = np.asarray(ts, np.float64)
-    sigmas = schedule.std(ts)
+    sigmas = sde.np_std(ts)
     log_sigmas = np.log(sigmas)
     coef = np.zeros((len(ts) - 1, order + 1))
     for i in range(len(ts) - 1):
@@ -181,7 +178,7 @@ def tab_coefficients_ve(sde: VESDE, ts, order: int) -> MultistepTables:
         h = log_sigmas[i + 1] - log_sigmas[i]
         nodes = (log_sigmas[i - np.arange(r + 1)] - log_sigmas[i]) / h
         coef[i, : r + 1] = sigmas[i] * h * (lagrange_monomials(nodes) @ exp_moments(h, r))
-    return _tables(schedule, ts, coef)
+    return _tables(sde, ts, coef)
 
 
 def tab_coefficients(sde: SDE, ts, order: int) -> MultistepTables:
@@ -198,29 +195,27 @@ def rhoab_coefficients(sde: SDE, ts, order: int) -> MultistepTables:
     eps_coef[i, j] = α_{i+1} h Σ_k P[j, k] / (k + 1).
     """
     order = check_order(order, 0, MAX_MULTISTEP_ORDER, "rhoab")
-    schedule = NoiseSchedule(sde)
     ts = np.asarray(ts, np.float64)
-    rhos, alphas = schedule.rho(ts), schedule.alpha(ts)
+    rhos, alphas = sde.np_rho(ts), sde.np_alpha(ts)
     coef = np.zeros((len(ts) - 1, order + 1))
     for i in range(len(ts) - 1):
         r = _history(i, order)
         h = rhos[i + 1] - rhos[i]
         nodes = (rhos[i - np.arange(r + 1)] - rhos[i]) / h
         coef[i, : r + 1] = alphas[i + 1] * h * (lagrange_monomials(nodes) @ (1.0 / np.arange(1, r + 2)))
-    return _tables(schedule, ts, coef)
+    return _tables(sde, ts, coef)
 
 
 def ipndm_coefficients(sde: SDE, ts, order: int = 3) -> MultistepTables:
     """iPNDM tables: eps_coef[i] = α_{i+1} (ρ_{i+1} − ρ_i) · IPNDM_WEIGHTS[min(i, order)]."""
     order = check_order(order, 0, MAX_MULTISTEP_ORDER, "ipndm")
-    schedule = NoiseSchedule(sde)
     ts = np.asarray(ts, np.float64)
-    rhos, alphas = schedule.rho(ts), schedule.alpha(ts)
+    rhos, alphas = sde.np_rho(ts), sde.np_alpha(ts)
     coef = np.zeros((len(ts) - 1, order + 1))
     for i in range(len(ts) - 1):
         weights = IPNDM_WEIGHTS[_history(i, order)]
         coef[i, : len(weights)] = alphas[i + 1] * (rhos[i + 1] - rhos[i]) * np.asarray(weights)
-    return _tables(schedule, ts, coef)
+    return _tables(sde, ts, coef)
 
 
 # --------------------------------------------------------------------------- #
@@ -265,14 +260,13 @@ class RungeKuttaTables(NamedTuple):
 
 
 def rk_coefficients(sde: SDE, ts, tableau: ButcherTableau) -> RungeKuttaTables:
-    schedule = NoiseSchedule(sde)
     ts = np.asarray(ts, np.float64)
-    rhos = schedule.rho(ts)
+    rhos = sde.np_rho(ts)
     c = np.asarray(tableau.c)
     stage_rho = rhos[:-1, None] + c[None, :] * (rhos[1:] - rhos[:-1])[:, None]
-    stage_t = schedule.t_of_rho(stage_rho)
+    stage_t = sde.np_t_of_rho(stage_rho)
     # Stages at the grid points reuse the grid times exactly (no inversion round-off).
     stage_t[:, c == 0.0] = ts[:-1, None]
     stage_t[:, c == 1.0] = ts[1:, None]
-    return RungeKuttaTables(ts, rhos, schedule.alpha(ts), stage_t, schedule.alpha(stage_t),
-                            schedule.std(stage_t))
+    return RungeKuttaTables(ts, rhos, sde.np_alpha(ts), stage_t, sde.np_alpha(stage_t),
+                            sde.np_std(stage_t))

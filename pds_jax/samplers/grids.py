@@ -1,96 +1,30 @@
-"""Noise schedules in float64 NumPy and the time grids of the deterministic samplers.
+"""The time grids of the deterministic samplers (probability-flow ODE, DEIS).
 
-Every SDE in `pds_jax.sde` has Gaussian transition kernels
-p_t(x | x_0) = N(α(t) x_0, s(t)² I). Following DEIS (Zhang & Chen, "Fast Sampling of
-Diffusion Models with Exponential Integrator", arXiv 2204.13902) we write
+Following DEIS (Zhang & Chen, "Fast Sampling of Diffusion Models with Exponential
+Integrator", arXiv 2204.13902), every SDE of `pds_jax.sde` has Gaussian transition
+kernels p_t(x | x_0) = N(α(t) x_0, s(t)² I), and with
 
     ρ(t) = s(t) / α(t),        y = x / α(t),
 
-so that the probability-flow ODE of *any* of these SDEs becomes
+the probability-flow ODE of *any* of them is
 
     dy/dρ = ε(x, t) = −s(t) · ∇log p_t(x)                                        (★)
 
 (for VE, α ≡ 1 and ρ = σ: dx/dσ = −σ · score, DESIGN §5). The samplers precompute
 everything that depends only on the schedule at build time, in float64 NumPy, with
-the closed forms below (no float32 round trips through `jnp`):
-
-    VE      α = 1,            s = σ_min (σ_max/σ_min)^t,      t(ρ) = log(ρ/σ_min) / log(σ_max/σ_min)
-    VP      α = e^{c(t)},     s = √(1 − e^{2c}),              ρ² = e^{−2c} − 1
-    sub-VP  α = e^{c(t)},     s = 1 − e^{2c},                 ρ = s / α
-    with c(t) = −¼ t² (β_1 − β_0) − ½ t β_0 (score_sde's log-mean coefficient).
-
-For VP and sub-VP, B = −2c = ½ (β_1 − β_0) t² + β_0 t is inverted with the stable root
-t = 2B / (β_0 + √(β_0² + 2 (β_1 − β_0) B)).
+each SDE's own closed forms (`sde.np_alpha`, `np_std`, `np_rho`, `np_t_of_rho`; no
+float32 round trips through `jnp`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional
 
 import numpy as np
 
-from pds_jax.sde import SDE, VESDE, VPSDE, subVPSDE
+from pds_jax.sde import SDE
 
 GRIDS = ("rho", "t", "quad")
-
-
-@dataclasses.dataclass(frozen=True)
-class NoiseSchedule:
-    """α(t), s(t), ρ(t) = s/α and t(ρ) of an SDE, vectorised float64 NumPy functions.
-
-    Times t are the SDE's own time (t ∈ [0, T], T = 1); ρ is the DEIS noise-to-signal
-    ratio, equal to σ for the VE SDE.
-    """
-
-    sde: SDE
-
-    def __post_init__(self):
-        if not isinstance(self.sde, (VESDE, VPSDE, subVPSDE)):
-            raise TypeError(
-                f"no float64 noise schedule for {type(self.sde).__name__}; the deterministic samplers "
-                "support VESDE, VPSDE and subVPSDE")
-
-    def _log_mean(self, t):
-        sde = self.sde
-        return -0.25 * t**2 * (sde.beta_max - sde.beta_min) - 0.5 * t * sde.beta_min
-
-    def alpha(self, t) -> np.ndarray:
-        """Mean coefficient α(t) (= m(t) of `SDE.marginal_coefficients`)."""
-        t = np.asarray(t, np.float64)
-        if isinstance(self.sde, VESDE):
-            return np.ones_like(t)
-        return np.exp(self._log_mean(t))
-
-    def std(self, t) -> np.ndarray:
-        """Standard deviation s(t) of the transition kernel."""
-        t = np.asarray(t, np.float64)
-        sde = self.sde
-        if isinstance(sde, VESDE):
-            return sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t
-        if isinstance(sde, VPSDE):
-            return np.sqrt(-np.expm1(2.0 * self._log_mean(t)))
-        return -np.expm1(2.0 * self._log_mean(t))
-
-    def rho(self, t) -> np.ndarray:
-        """ρ(t) = s(t) / α(t); for VE this is σ(t)."""
-        t = np.asarray(t, np.float64)
-        if isinstance(self.sde, VPSDE):
-            return np.sqrt(np.expm1(-2.0 * self._log_mean(t)))
-        return self.std(t) / self.alpha(t)
-
-    def t_of_rho(self, rho) -> np.ndarray:
-        """Inverse of `rho` (exact closed forms, see the module docstring)."""
-        rho = np.asarray(rho, np.float64)
-        sde = self.sde
-        if isinstance(sde, VESDE):
-            return np.log(rho / sde.sigma_min) / np.log(sde.sigma_max / sde.sigma_min)
-        if isinstance(sde, VPSDE):
-            B = np.log1p(rho**2)
-        else:  # sub-VP: α² + ρ α − 1 = 0  ⇒  α = 2 / (ρ + √(ρ² + 4))
-            B = -2.0 * np.log(2.0 / (rho + np.sqrt(rho**2 + 4.0)))
-        b0, db = sde.beta_min, sde.beta_max - sde.beta_min
-        return 2.0 * B / (b0 + np.sqrt(b0**2 + 2.0 * db * B))
 
 
 def karras_rho_grid(rho_min: float, rho_max: float, num_steps: int, kappa: float = 7.0) -> np.ndarray:
@@ -143,9 +77,8 @@ def time_grid(sde: SDE, num_steps: int, grid: str = "rho", rho: float = 7.0,
     elif grid == "quad":
         ts = np.linspace(np.sqrt(T), np.sqrt(eps), num_steps + 1) ** 2
     elif grid == "rho":
-        schedule = NoiseSchedule(sde)
-        rhos = karras_rho_grid(float(schedule.rho(eps)), float(schedule.rho(T)), num_steps, rho)
-        ts = schedule.t_of_rho(rhos)
+        rhos = karras_rho_grid(float(sde.np_rho(eps)), float(sde.np_rho(T)), num_steps, rho)
+        ts = sde.np_t_of_rho(rhos)
     else:
         raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
     ts = np.asarray(ts, np.float64)

@@ -39,9 +39,9 @@ import numpy as np
 from jax import lax
 
 from pds_jax.samplers.common import as_partial, batch_time, check_no_preconditioner, check_shape, prior_for
-from pds_jax.samplers.grids import NoiseSchedule, check_num_steps, resolve_eps, time_grid
+from pds_jax.samplers.grids import check_num_steps, resolve_eps, time_grid
 from pds_jax.samplers.record import Sampler
-from pds_jax.sde import SDE, VESDE, batch_mul
+from pds_jax.sde import SDE, batch_mul
 
 Array = jax.Array
 FIXED_GRID_METHODS = ("euler", "heun")
@@ -53,21 +53,12 @@ METHODS = FIXED_GRID_METHODS + ("adaptive",)
 # --------------------------------------------------------------------------- #
 
 def pf_ode_drift(sde: SDE, score_fn: Callable, x: Array, t: Array) -> Array:
-    """dx/dt = f(x, t) − ½ g(t)² score(x, t) at a scalar time t (score_sde's probability flow)."""
-    tb = batch_time(t, x)
-    drift, diffusion = sde.sde(x, tb)
-    return drift - batch_mul(0.5 * diffusion**2, score_fn(x, tb))
-
-
-def _fixed_grid_derivative(sde: SDE, score_fn: Callable, x: Array, t: Array, sigma: Array) -> Array:
-    """dx/dτ with τ = σ for VE (−σ · score) and τ = t otherwise."""
-    if isinstance(sde, VESDE):
-        return -sigma * score_fn(x, batch_time(t, x))
-    return pf_ode_drift(sde, score_fn, x, t)
+    """dx/dt = f(x, t) − ½ g(t)² score(x, t) at a scalar time t (`SDE.probability_flow_drift`)."""
+    return sde.probability_flow_drift(score_fn, x, batch_time(t, x))
 
 
 class FixedGridTables(NamedTuple):
-    """t: (N + 1,) times; tau: (N + 1,) integration variable (σ for VE, t otherwise)."""
+    """t: (N + 1,) times; tau: (N + 1,) integration variable `sde.np_ode_tau(t)` (σ for VE, t otherwise)."""
 
     t: np.ndarray
     tau: np.ndarray
@@ -76,8 +67,7 @@ class FixedGridTables(NamedTuple):
 def fixed_grid_tables(sde: SDE, num_steps: int, grid: str = "rho", rho: float = 7.0,
                       eps: Optional[float] = None) -> FixedGridTables:
     ts = time_grid(sde, num_steps, grid, rho, eps)
-    tau = NoiseSchedule(sde).std(ts) if isinstance(sde, VESDE) else ts
-    return FixedGridTables(ts, tau)
+    return FixedGridTables(ts, sde.np_ode_tau(ts))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
@@ -89,7 +79,7 @@ def fixed_grid_solve(sde: SDE, score_fn: Callable, x: Array, t: Array, tau: Arra
     """
 
     def derivative(x, i):
-        return _fixed_grid_derivative(sde, score_fn, x, t[i], tau[i])
+        return sde.pf_ode_tau_derivative(score_fn, x, batch_time(t[i], x), tau[i])
 
     def euler_step(i, x):
         return x + (tau[i + 1] - tau[i]) * derivative(x, i)

@@ -61,19 +61,9 @@ def euler_maruyama_predictor(rng, x, t, sde: SDE, score_fn: ScoreFn, precond: Pr
 def ancestral_sampling_predictor(rng, x, t, sde: SDE, score_fn: ScoreFn, precond: Preconditioner,
                                  probability_flow: bool = False):
     """Ancestral sampling (DDPM for VP, the SMLD posterior for VE)."""
-    i = sde.timestep_index(t)
     score = precond.precondition_drift(score_fn(x, t))
     noise = precond.M(jax.random.normal(rng, x.shape, x.dtype))
-    if isinstance(sde, VESDE):
-        sigmas = sde.discrete_sigmas
-        sigma = sigmas[i]
-        adjacent = jnp.where(i == 0, jnp.zeros_like(sigma), sigmas[jnp.maximum(i - 1, 0)])
-        x_mean = x + batch_mul(sigma**2 - adjacent**2, score)
-        std = jnp.sqrt(adjacent**2 * (sigma**2 - adjacent**2) / sigma**2)
-        return x_mean + batch_mul(std, noise), x_mean
-    beta = sde.discrete_betas[i]
-    x_mean = batch_mul(1.0 / jnp.sqrt(1.0 - beta), x + batch_mul(beta, score))
-    return x_mean + batch_mul(jnp.sqrt(beta), noise), x_mean
+    return sde.ancestral_step(x, t, score, noise)
 
 
 def none_predictor(rng, x, t, sde, score_fn, precond, probability_flow=False):
