@@ -20,7 +20,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-MODES = ("sample", "compare", "estimate", "train", "eval", "benchmark")
+MODES = ("sample", "compare", "estimate", "train", "eval", "benchmark", "inpaint", "colorize")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.", lock_config=True)
