@@ -37,9 +37,9 @@ from pds_jax.controllable import get_pc_inpainter  # noqa: E402
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json  # noqa: E402
 from pds_jax.masks import box_mask  # noqa: E402
 
-MODEL_SETTINGS = [  # (label, speed_up, alpha or None for vanilla)
-    ("vanilla N/10", 10, None), ("pds a=5 N/10", 10, 5.0), ("pds a=auto N/10", 10, "auto"),
-    ("vanilla N", 1, None), ("pds a=5 N", 1, 5.0),
+MODEL_SETTINGS = [  # (label, speed_up, alpha or None for vanilla), in the order they run
+    ("vanilla N/10", 10, None), ("pds a=5 N/10", 10, 5.0),
+    ("vanilla N", 1, None), ("pds a=5 N", 1, 5.0), ("pds a=auto N/10", 10, "auto"),
 ]
 
 
@@ -143,17 +143,58 @@ def model_rows(args, result, path) -> list:
     return rows
 
 
+def figure(result_path: str, out_png: str, scale: int = 3) -> str:
+    """Rows of the kept images: masked input | each finished setting | original, with a header."""
+    import glob
+
+    from PIL import Image, ImageDraw
+
+    from pds_jax import images as image_io
+    from benchmarks.pil_plot import _font
+
+    files = sorted(glob.glob(os.path.splitext(result_path)[0] + "_samples_*.npz"))
+    columns, labels, originals = [], [], None
+    for f in files:
+        with np.load(f) as data:
+            labels.append(str(data["label"]))
+            columns.append(data["samples"])
+            originals = data["originals"]
+    n = min(len(c) for c in columns)
+    mask = box_mask(originals.shape[1:])
+    masked = (originals[:n] * mask + 128 * (1 - mask)).astype(np.uint8)
+    panels = [masked] + [c[:n] for c in columns] + [originals[:n]]
+    labels = ["input"] + labels + ["original"]
+    stacked = np.stack(panels, axis=1).reshape((-1,) + originals.shape[1:])
+    grid = image_io.make_grid(stacked, nrow=len(panels))
+    grid = np.kron(grid, np.ones((scale, scale, 1), np.uint8))
+    image = Image.fromarray(grid[..., 0]).convert("RGB")
+    header = 18
+    canvas = Image.new("RGB", (image.width, image.height + header), "white")
+    canvas.paste(image, (0, header))
+    draw, cell = ImageDraw.Draw(canvas), (originals.shape[2] + 2) * scale
+    for k, label in enumerate(labels):
+        draw.text((2 * scale + k * cell, 3), label.replace("pds ", "PDS "),
+                  fill="black", font=_font(10))
+    os.makedirs(os.path.dirname(out_png) or ".", exist_ok=True)
+    canvas.save(out_png)
+    return out_png
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", action="append", choices=["oracle", "model"])
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "inpainting_cpu.json"))
-    parser.add_argument("--images-fast", type=int, default=192)
-    parser.add_argument("--images-full", type=int, default=32)
-    parser.add_argument("--fid-common", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--images-fast", type=int, default=128)
+    parser.add_argument("--images-full", type=int, default=16)
+    parser.add_argument("--fid-common", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--keep", type=int, default=8, help="images kept per setting for the docs figure")
     parser.add_argument("--oracle-samples", type=int, default=2000)
+    parser.add_argument("--figure", default="", help="only draw this PNG from the kept samples of --out")
     args = parser.parse_args(argv)
+    if args.figure:
+        print(figure(args.out, args.figure))
+        return
     parts = args.part or ["oracle", "model"]
     result = {"complete": False, "argv": sys.argv[1:], "device": jax.devices()[0].device_kind,
               "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
