@@ -23,7 +23,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-MODES = ("sample", "compare", "estimate", "train", "eval", "benchmark", "likelihood")
+MODES = ("sample", "compare", "estimate", "train", "eval", "benchmark", "likelihood", "inpaint", "colorize")
 HELP_FLAGS = ("-h", "--help", "-help", "-?", "--helpshort", "--helpfull")
 
 

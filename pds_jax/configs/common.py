@@ -145,5 +145,25 @@ def get_common_config():
     estimate.seed = 0
     estimate.output = ''
 
+    # Controllable generation (--mode=inpaint / --mode=colorize; pds_jax/controllable.py):
+    # the first num_images images of `split` (or of `images`: a .npy/.npz file or a folder),
+    # samples_per_image completions each, batch_size images per sampler call.
+    config.inpaint = inpaint = ml_collections.ConfigDict()
+    inpaint.mask = 'box'                 # 'box' | 'left' | 'random' | a PNG mask (white = known)
+    inpaint.mask_fraction = 0.5          # 'random': probability that a pixel is missing
+    inpaint.num_images = 16
+    inpaint.batch_size = 16
+    inpaint.samples_per_image = 1
+    inpaint.seed = 0
+    inpaint.split = 'test'
+    inpaint.images = ''
+    config.colorize = colorize = ml_collections.ConfigDict()
+    colorize.num_images = 16
+    colorize.batch_size = 16
+    colorize.samples_per_image = 1
+    colorize.seed = 0
+    colorize.split = 'test'
+    colorize.images = ''
+
     config.seed = 42
     return config
