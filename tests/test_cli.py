@@ -181,9 +181,14 @@ def test_compare_three_panels(tmp_path_factory, setup, trained, estimated, tmp_p
     assert panels["fast_pds"]["preconditioner"]["freq"] is not None
     assert panels["fast_vanilla"]["eps"] == pytest.approx(5 * panels["full_vanilla"]["eps"])
     assert run["speed_up"] == 5.0 and run["device"]["platform"] == "cpu"
-    from pds_jax import alpha_rule  # 'auto': the shipped rule at the N steps run
+    from pds_jax import alpha_rule, filters as filter_files  # 'auto' at the N steps run
+    from pds_jax.sde import VESDE
 
-    assert panels["fast_pds"]["pds_alpha"] == pytest.approx(alpha_rule.load_rule()(fast))
+    stats = filter_files.FilterStats.load(filters)
+    sde = VESDE(0.01, 25.0, NUM_SCALES)  # the tiny config's σ range (configs/fashion_mnist_pds.py)
+    expected = alpha_rule.auto_alpha(stats.freq, stats.space, sde, fast, eps=1e-5 * 5)
+    assert panels["fast_pds"]["pds_alpha"] == pytest.approx(expected)
+    assert expected >= alpha_rule.load_rule()(fast)  # the measured rule, bounded below by stability
     assert panels["full_vanilla"]["pds_alpha"] is None and panels["fast_vanilla"]["pds_alpha"] is None
 
     widths = []
