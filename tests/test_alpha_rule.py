@@ -121,8 +121,10 @@ def test_rule_file_round_trip_and_errors(tmp_path):
 
 @pytest.fixture
 def installed_rule(tmp_path, monkeypatch):
-    """A rule α(N) = 1 + 4 (N / 100) installed in place of pds_jax/alpha_rule.json."""
-    rule = alpha_rule.AlphaRule("power", (10.0, 200.0), (1.4, 9.0), (1.25, 64.0), a=4.0, b=1.0)
+    """A rule α(N) = 1 + 8 (N / 100) installed in place of pds_jax/assets/alpha_rule.json."""
+    # steep enough to stay above the stability floor of the default model (≈ 3 at N = 50), so
+    # that 'auto' resolves to the rule itself: α(50) = 5, α(100) = 9
+    rule = alpha_rule.AlphaRule("power", (10.0, 200.0), (1.8, 17.0), (1.25, 64.0), a=8.0, b=1.0)
     path = alpha_fit.save_rule(rule, str(tmp_path / "alpha_rule.json"))
     monkeypatch.setattr(alpha_rule, "RULE_PATH", path)
     return rule
@@ -133,17 +135,17 @@ def test_auto_resolves_with_the_pc_steps_actually_run(installed_rule):
     config.model.num_scales, config.sampling.pds.speed_up = 1000, 10.0  # N = 100
     config.sampling.pds.alpha = "auto"
     auto = pds.from_config(config).precond
-    config.sampling.pds.alpha = installed_rule(100)           # = 5
-    assert installed_rule(100) == pytest.approx(5.0)
+    config.sampling.pds.alpha = installed_rule(100)           # = 9
+    assert installed_rule(100) == pytest.approx(9.0)
     numeric = pds.from_config(config).precond
     np.testing.assert_array_equal(np.asarray(auto.freq), np.asarray(numeric.freq))
     np.testing.assert_array_equal(np.asarray(auto.space), np.asarray(numeric.space))
     config.sampling.pds.alpha = "auto"
-    config.sampling.pds.speed_up = 20.0                       # N = 50 ⇒ α = 3: stronger filters
-    assert pds.from_config(config).alpha == pytest.approx(3.0)
+    config.sampling.pds.speed_up = 20.0                       # N = 50 ⇒ α = 5: stronger filters
+    assert pds.from_config(config).alpha == pytest.approx(5.0)
     stronger = pds.from_config(config).precond
     np.testing.assert_array_equal(np.asarray(stronger.freq),
-                                  np.asarray(pds.from_config(config, alpha=3.0).precond.freq))
+                                  np.asarray(pds.from_config(config, alpha=5.0).precond.freq))
     assert float(np.max(stronger.freq)) > float(np.max(numeric.freq))  # D ∈ [1, α/(α−1)]
 
 

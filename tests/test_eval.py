@@ -140,7 +140,8 @@ def test_eval_of_a_deterministic_sampler(ckpt_dir, tmp_path):
     config.sampling.deis.num_steps = 3
     config.sampling.pds.freq_filter = config.sampling.pds.space_filter = ""
     report = eval_mode.run(config, str(tmp_path))
-    assert report["sampler"]["method"] == "deis" and report["sampler"]["deis"]["num_steps"] == 3
+    assert report["sampler"]["method"] == "deis" and report["sampler"]["num_steps"] == 3
+    assert report["num_steps"] == 3 and report["sampler"]["order"] == 3
     assert report["nfe_per_sample"] == 3 and report["nfe_per_batch"] == [3, 3]
     assert np.isfinite(report["fid"])
 
