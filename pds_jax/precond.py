@@ -22,12 +22,12 @@ the drift: dx = (ε²/2)(M Mᵀ + ω S) ∇log p dt + ε M dw keeps the stationa
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 Array = jax.Array
 FFT_MODES = ("auto", "rfft", "full")
@@ -156,9 +156,9 @@ def _skew(g: Array) -> Array:
                   + jnp.roll(g, -1, axis=2) - jnp.roll(g, 1, axis=2))
 
 
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class Preconditioner:
-    """PDS preconditioner on NHWC batches (a pytree: filters are leaves).
+    """PDS preconditioner on NHWC batches (a `flax.struct` pytree: filters are leaves).
 
     Attributes:
       freq: frequency filter D, (H, W, C) float32 on the unshifted FFT grid, or None (D ≡ 1).
@@ -167,14 +167,19 @@ class Preconditioner:
       shape: (H, W, C) the filters act on (static).
       fft: 'rfft' (D Hermitian-symmetric) or 'full' (static).
       solenoidal: whether ω S is added to the drift (static).
+      alpha: the α of `from_arrays` (static; None for identity / from_filters / parametric),
+        recorded so that reports need not recompute it.
     """
 
+    # The one pytree idiom of pds_jax (see `pds_jax.sde.base.static_field`): leaves are
+    # plain fields, static metadata is marked `pytree_node=False` where it is declared.
     freq: Optional[Array]
     space: Optional[Array]
     omega: Array
-    shape: Tuple[int, int, int]
-    fft: str = "rfft"
-    solenoidal: bool = False
+    shape: Tuple[int, int, int] = struct.field(pytree_node=False)
+    fft: str = struct.field(pytree_node=False, default="rfft")
+    solenoidal: bool = struct.field(pytree_node=False, default=False)
+    alpha: Optional[float] = struct.field(pytree_node=False, default=None)
 
     # ----------------------------------------------------------------- builders
     @classmethod
@@ -242,7 +247,7 @@ class Preconditioner:
                              "Preconditioner.identity(shape) for the vanilla sampler")
         D = None if freq is None else frequency_filter(freq, alpha, mode)
         s = None if space is None else space_filter(space, alpha, mode)
-        return cls.from_filters(D, s, fft=fft, solenoidal_omega=solenoidal_omega)
+        return cls.from_filters(D, s, fft=fft, solenoidal_omega=solenoidal_omega).replace(alpha=float(alpha))
 
     @classmethod
     def parametric(cls, shape: Sequence[int], r: float, lam: float, layout: str = "shifted",
@@ -307,21 +312,9 @@ class Preconditioner:
 
     # ------------------------------------------------------------------ report
     def describe(self) -> dict:
-        """Ranges of D and s, for logs and run.json."""
-        info = {"shape": list(self.shape), "fft": self.fft, "solenoidal_omega": float(self.omega)}
+        """Ranges of D and s and the α they were built with (None if unknown), for logs and run.json."""
+        info = {"shape": list(self.shape), "fft": self.fft, "solenoidal_omega": float(self.omega),
+                "alpha": self.alpha}
         for name, arr in (("freq", self.freq), ("space", self.space)):
             info[name] = None if arr is None else {"min": float(jnp.min(arr)), "max": float(jnp.max(arr))}
         return info
-
-
-def _flatten(p: Preconditioner):
-    return (p.freq, p.space, p.omega), (p.shape, p.fft, p.solenoidal)
-
-
-def _unflatten(aux, children):
-    freq, space, omega = children
-    shape, fft, solenoidal = aux
-    return Preconditioner(freq, space, omega, shape, fft, solenoidal)
-
-
-jax.tree_util.register_pytree_node(Preconditioner, _flatten, _unflatten)

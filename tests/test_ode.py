@@ -82,10 +82,11 @@ def test_vp_fixed_grids_converge_in_t(sde):
 # --------------------------------------------------------------------------- #
 
 def test_dormand_prince_tableau_satisfies_order_conditions():
-    """Butcher's order conditions: all 17 up to order 5 for b, the 8 up to order 4 for b_low."""
-    c = np.array(ode.DORMAND_PRINCE["c"])
+    """Butcher's order conditions: all 17 up to order 5 for b, the 8 up to order 4 for b − b_err."""
+    tableau = ode.DORMAND_PRINCE
+    c = np.array(tableau.c)
     A = np.zeros((7, 7))
-    for i, row in enumerate(ode.DORMAND_PRINCE["a"]):
+    for i, row in enumerate(tableau.a):
         A[i, : len(row)] = row
     np.testing.assert_allclose(A.sum(axis=1), c, atol=1e-15)
     Ac = A @ c
@@ -99,9 +100,11 @@ def test_dormand_prince_tableau_satisfies_order_conditions():
                     b @ A @ (c * Ac) - 1 / 40, b @ A @ A @ c**2 - 1 / 60, b @ A @ A @ Ac - 1 / 120]
         return np.array(out)
 
-    np.testing.assert_allclose(residuals(np.array(ode.DORMAND_PRINCE["b"]), 5), 0, atol=1e-14)
-    np.testing.assert_allclose(residuals(np.array(ode.DORMAND_PRINCE["b_low"]), 4), 0, atol=1e-14)
-    assert abs(np.array(ode.DORMAND_PRINCE["b_low"]) @ c**4 - 1 / 5) > 1e-4  # the pair differs
+    b_low = np.array(tableau.b) - np.array(tableau.b_err)  # the embedded 4th-order weights
+    np.testing.assert_allclose(residuals(np.array(tableau.b), 5), 0, atol=1e-14)
+    np.testing.assert_allclose(residuals(b_low, 4), 0, atol=1e-14)
+    assert abs(b_low @ c**4 - 1 / 5) > 1e-4  # the pair differs
+    np.testing.assert_array_equal(tableau.a[-1] + (0.0,), tableau.b)  # FSAL
 
 
 @pytest.mark.parametrize("sde,eps", [(TOY_VE, 0.0), (VESDE(), None), (VPSDE(), None), (subVPSDE(), None)],

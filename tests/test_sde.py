@@ -94,6 +94,7 @@ def test_prior_sampling_scale_and_logp():
 def test_sdes_are_hashable_jit_friendly_and_validated():
     sde = VESDE(0.01, 50.0, N=10)
     assert hash(sde) == hash(VESDE(0.01, 50.0, N=10))
+    assert jax.tree_util.tree_leaves((sde, VPSDE(), subVPSDE())) == []  # every parameter is static
     out = jax.jit(lambda s, x: s.marginal_prob(x, jnp.ones(x.shape[0]))[1])(sde, jnp.ones((2, 1, 1, 1)))
     np.testing.assert_allclose(out, 50.0, rtol=1e-5)
     assert sde.with_steps(5).N == 5 and sde.N == 10

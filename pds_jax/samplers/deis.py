@@ -42,10 +42,11 @@ from jax import lax
 from pds_jax.samplers import ei_tables
 from pds_jax.samplers.common import as_partial, batch_time, check_no_preconditioner, check_shape, prior_for
 from pds_jax.samplers.ei_tables import (  # re-exported: the tables are part of the API
-    IPNDM_WEIGHTS, RK_TABLEAUS, ButcherTableau, MultistepTables, RungeKuttaTables, ipndm_coefficients,
-    rhoab_coefficients, tab_coefficients, tab_coefficients_quadrature, tab_coefficients_ve)
+    IPNDM_WEIGHTS, MultistepTables, RungeKuttaTables, ipndm_coefficients, rhoab_coefficients, tab_coefficients,
+    tab_coefficients_quadrature, tab_coefficients_ve)
 from pds_jax.samplers.grids import time_grid
 from pds_jax.samplers.record import Sampler
+from pds_jax.samplers.runge_kutta import RK_TABLEAUS, ButcherTableau, rk_combine, rk_stages
 from pds_jax.sde import SDE
 
 Array = jax.Array
@@ -113,25 +114,18 @@ def runge_kutta_solve(score_fn: Callable, x: Array, tableau: ButcherTableau, rho
     """Explicit Runge–Kutta in ρ on y = x / α: y_{i+1} = y_i + h_i Σ_k b_k ε_k, h_i = ρ_{i+1} − ρ_i.
 
     Stage k: y_k = y_i + h_i Σ_l a_kl ε_l, ε_k = −stage_std · score(stage_alpha · y_k, stage_t).
-    The stages are unrolled (at most 4); the steps are a `lax.fori_loop` (jitted, the
-    tableau static).
+    The stages are `runge_kutta.rk_stages` (unrolled, at most 4); the steps are a
+    `lax.fori_loop` (jitted, the tableau static).
     """
 
     def step(i, x):
+        def slope(k, y_k):
+            return -stage_std[i, k] * score_fn(stage_alpha[i, k] * y_k, batch_time(stage_t[i, k], x))
+
         h = rho[i + 1] - rho[i]
         y = x / alpha[i]
-        slopes = []
-        for k, row in enumerate(tableau.a):
-            y_k = y
-            for a_kl, slope in zip(row, slopes):
-                if a_kl != 0.0:
-                    y_k = y_k + (h * a_kl) * slope
-            x_k = stage_alpha[i, k] * y_k
-            slopes.append(-stage_std[i, k] * score_fn(x_k, batch_time(stage_t[i, k], x)))
-        for b_k, slope in zip(tableau.b, slopes):
-            if b_k != 0.0:
-                y = y + (h * b_k) * slope
-        return alpha[i + 1] * y
+        _, slopes = rk_stages(tableau, slope, y, h)
+        return alpha[i + 1] * rk_combine(y, h, tableau.b, slopes)
 
     return lax.fori_loop(0, stage_t.shape[0], step, x)
 

@@ -39,6 +39,7 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
+from pds_jax.samplers.runge_kutta import ButcherTableau
 from pds_jax.sde import SDE, VESDE
 
 MAX_MULTISTEP_ORDER = 3
@@ -221,26 +222,6 @@ def ipndm_coefficients(sde: SDE, ts, order: int = 3) -> MultistepTables:
 # --------------------------------------------------------------------------- #
 # Runge–Kutta in ρ (ρRK-DEIS).
 # --------------------------------------------------------------------------- #
-
-class ButcherTableau(NamedTuple):
-    """Explicit Runge–Kutta tableau (c, A strictly lower triangular, b), Python floats."""
-
-    name: str
-    c: Tuple[float, ...]
-    a: Tuple[Tuple[float, ...], ...]
-    b: Tuple[float, ...]
-
-
-# Order → tableau (Hairer, Nørsett & Wanner, Solving ODEs I, Sec. II.1; DEIS's ρRK uses
-# Kutta's third-order method by default, EDM's deterministic sampler is Heun's).
-RK_TABLEAUS = {
-    1: ButcherTableau("euler", (0.0,), ((),), (1.0,)),
-    2: ButcherTableau("heun", (0.0, 1.0), ((), (1.0,)), (0.5, 0.5)),
-    3: ButcherTableau("kutta3", (0.0, 0.5, 1.0), ((), (0.5,), (-1.0, 2.0)), (1 / 6, 4 / 6, 1 / 6)),
-    4: ButcherTableau("rk4", (0.0, 0.5, 0.5, 1.0), ((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
-                      (1 / 6, 2 / 6, 2 / 6, 1 / 6)),
-}
-
 
 class RungeKuttaTables(NamedTuple):
     """Tables of ρRK-DEIS with N steps and S stages.

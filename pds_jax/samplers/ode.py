@@ -41,10 +41,12 @@ from jax import lax
 from pds_jax.samplers.common import as_partial, batch_time, check_no_preconditioner, check_shape, prior_for
 from pds_jax.samplers.grids import check_num_steps, resolve_eps, time_grid
 from pds_jax.samplers.record import Sampler
+from pds_jax.samplers.runge_kutta import DORMAND_PRINCE, RK_TABLEAUS, rk_combine, rk_stages
 from pds_jax.sde import SDE, batch_mul
 
 Array = jax.Array
-FIXED_GRID_METHODS = ("euler", "heun")
+FIXED_GRID_TABLEAUS = {"euler": RK_TABLEAUS[1], "heun": RK_TABLEAUS[2]}
+FIXED_GRID_METHODS = tuple(FIXED_GRID_TABLEAUS)
 METHODS = FIXED_GRID_METHODS + ("adaptive",)
 
 
@@ -78,19 +80,18 @@ def fixed_grid_solve(sde: SDE, score_fn: Callable, x: Array, t: Array, tau: Arra
     Jitted with `sde` and `method` static; `score_fn` must be a `jax.tree_util.Partial`.
     """
 
-    def derivative(x, i):
-        return sde.pf_ode_tau_derivative(score_fn, x, batch_time(t[i], x), tau[i])
+    tableau = FIXED_GRID_TABLEAUS[method]
 
-    def euler_step(i, x):
-        return x + (tau[i + 1] - tau[i]) * derivative(x, i)
+    def step(i, x):
+        # Stage nodes c ∈ {0, 1} are grid points i + c: no time between grid points is needed.
+        def slope(k, x_k):
+            j = i + int(tableau.c[k])
+            return sde.pf_ode_tau_derivative(score_fn, x_k, batch_time(t[j], x_k), tau[j])
 
-    def heun_step(i, x):
         h = tau[i + 1] - tau[i]
-        d = derivative(x, i)
-        d_next = derivative(x + h * d, i + 1)
-        return x + (0.5 * h) * (d + d_next)
+        _, slopes = rk_stages(tableau, slope, x, h)
+        return rk_combine(x, h, tableau.b, slopes)
 
-    step = {"euler": euler_step, "heun": heun_step}[method]
     return lax.fori_loop(0, t.shape[0] - 1, step, x)
 
 
@@ -105,21 +106,6 @@ def tweedie_denoise(sde: SDE, score_fn: Callable, x: Array, t: Array) -> Array:
 # --------------------------------------------------------------------------- #
 # Adaptive Dormand–Prince 5(4).
 # --------------------------------------------------------------------------- #
-
-_DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
-_DP_A = (
-    (),
-    (1 / 5,),
-    (3 / 40, 9 / 40),
-    (44 / 45, -56 / 15, 32 / 9),
-    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
-    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
-)
-_DP_B = _DP_A[6] + (0.0,)  # 5th-order weights (FSAL: stage 7 is evaluated at the new point)
-_DP_B_LOW = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
-_DP_E = tuple(b - b_low for b, b_low in zip(_DP_B, _DP_B_LOW))
-DORMAND_PRINCE = {"c": _DP_C, "a": _DP_A, "b": _DP_B, "b_low": _DP_B_LOW}
 
 _SAFETY, _BETA_I, _BETA_P = 0.9, 0.17, 0.04  # Hairer's DOPRI5: 1/5 − 0.75 β, β = 0.04
 _MIN_FACTOR, _MAX_FACTOR = 0.2, 10.0
@@ -163,16 +149,10 @@ def adaptive_solve(sde: SDE, score_fn: Callable, x: Array, t0: float, t1: float,
         t, h, x, fx, err_prev, was_rejected, nfe, accepted, rejected = state
         h = jnp.minimum(h, t - t1)
         dt = -h  # integrating towards smaller t
-        slopes = [fx]
-        for c_k, row in zip(_DP_C[1:], _DP_A[1:]):
-            x_k = x
-            for a_kl, slope in zip(row, slopes):
-                if a_kl != 0.0:
-                    x_k = x_k + (dt * a_kl) * slope
-            slopes.append(f(x_k, t + c_k * dt))
-        x_new = x_k  # the 7th stage point is the 5th-order solution (FSAL)
-        f_new = slopes[-1]
-        err_vec = sum((dt * e) * s for e, s in zip(_DP_E, slopes) if e != 0.0)
+        points, slopes = rk_stages(DORMAND_PRINCE, lambda k, x_k: f(x_k, t + DORMAND_PRINCE.c[k] * dt), x, dt,
+                                   first_slope=fx)
+        x_new, f_new = points[-1], slopes[-1]  # the 7th stage point is the 5th-order solution (FSAL)
+        err_vec = rk_combine(0.0, dt, DORMAND_PRINCE.b_err, slopes)
         err = _rms_norm(err_vec, x, x_new, rtol, atol)
         ok = err <= 1.0
         factor = _SAFETY * jnp.maximum(err, 1e-10) ** (-_BETA_I) * err_prev**_BETA_P

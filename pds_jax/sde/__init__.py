@@ -24,8 +24,8 @@ sampler, model wrapper or table builder asks for its type:
   label the network receives) and `score_from_output` (VE networks output the score,
   VP / sub-VP networks −s(t) · score).
 
-All classes are frozen dataclasses registered as pytrees with no array leaves, so
-they are hashable, can be closed over or passed through `jax.jit`, and every method
+All classes are frozen `flax.struct` dataclasses whose fields are all static pytree
+metadata (no array leaves; see `base.static_field`), so they are hashable, can be closed over or passed through `jax.jit`, and every method
 is a pure function of its arguments. Discrete tables (σ_i, β_i, ᾱ_i) are built with
 `jnp` at call time, so inside `jit` they are computed from an iota instead of being
 baked into the program as length-N constants: program size does not grow with N.

@@ -9,6 +9,7 @@ from typing import Callable, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 Array = jax.Array
 ScoreFn = Callable[[Array, Array], Array]
@@ -25,18 +26,17 @@ def per_example(a: Array, x: Array) -> Array:
     return a.reshape(a.shape[:1] + (1,) * (x.ndim - 1))
 
 
-def _static_pytree(cls):
-    """Register a frozen dataclass as a pytree whose fields are all static."""
-    names = tuple(f.name for f in dataclasses.fields(cls))
+def static_field(default):
+    """A dataclass field that is pytree metadata (static under `jit`), not a leaf.
 
-    def flatten(obj):
-        return (), tuple(getattr(obj, n) for n in names)
-
-    def unflatten(aux, _children):
-        return cls(**dict(zip(names, aux)))
-
-    jax.tree_util.register_pytree_node(cls, flatten, unflatten)
-    return cls
+    One idiom for dataclass pytrees across pds_jax: `flax.struct.dataclass`, which is
+    `jax.tree_util.register_dataclass` with the leaf-or-static choice written next to each
+    field (`pytree_node=False` = static) instead of in a hand-written flatten/unflatten.
+    `train.TrainState` already uses it; it keeps frozen-dataclass semantics (hash, eq,
+    `dataclasses.replace`) and unflattens through `__init__` (so `__post_init__` checks
+    run on every rebuilt SDE; SDE parameters are never tracers, all fields are static).
+    """
+    return struct.field(pytree_node=False, default=default)
 
 
 class SDE(abc.ABC):

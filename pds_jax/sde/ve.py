@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
-from pds_jax.sde.base import SDE, Array, ScoreFn, _static_pytree, batch_mul, standard_normal_logp
+from pds_jax.sde.base import SDE, Array, ScoreFn, batch_mul, standard_normal_logp, static_field
 
 
-@_static_pytree
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class VESDE(SDE):
     """Variance-exploding SDE: σ(t) = σ_min (σ_max / σ_min)^t, f = 0.
 
@@ -22,9 +21,9 @@ class VESDE(SDE):
     so t(ρ) = log(ρ/σ_min) / log(σ_max/σ_min).
     """
 
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    N: int = 1000
+    sigma_min: float = static_field(0.01)
+    sigma_max: float = static_field(50.0)
+    N: int = static_field(1000)
 
     def __post_init__(self):
         self._check_steps()

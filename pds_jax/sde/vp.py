@@ -12,13 +12,13 @@ t = 2B / (β_0 + √(β_0² + 2 (β_1 − β_0) B)).
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
-from pds_jax.sde.base import SDE, Array, _static_pytree, batch_mul, per_example, standard_normal_logp
+from pds_jax.sde.base import SDE, Array, batch_mul, per_example, standard_normal_logp, static_field
 
 
 class _BetaScheduleMixin:
@@ -89,14 +89,13 @@ class _BetaScheduleMixin:
         return 2.0 * B / (b0 + np.sqrt(b0**2 + 2.0 * db * B))
 
 
-@_static_pytree
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class VPSDE(_BetaScheduleMixin, SDE):
     """Variance-preserving SDE: dx = −½ β(t) x dt + √β(t) dw (DDPM in the limit)."""
 
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    N: int = 1000
+    beta_min: float = static_field(0.1)
+    beta_max: float = static_field(20.0)
+    N: int = static_field(1000)
 
     def __post_init__(self):
         self._check_betas()
@@ -149,8 +148,7 @@ class VPSDE(_BetaScheduleMixin, SDE):
         return self._np_t_of_B(np.log1p(np.asarray(rho, np.float64) ** 2))
 
 
-@_static_pytree
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class subVPSDE(_BetaScheduleMixin, SDE):
     """sub-VP SDE: dx = −½ β x dt + √(β (1 − e^{−2∫β})) dw.
 
@@ -158,9 +156,9 @@ class subVPSDE(_BetaScheduleMixin, SDE):
     score_sde's subVPSDE defines none, so its Langevin corrector fails on a sub-VP SDE.
     """
 
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    N: int = 1000
+    beta_min: float = static_field(0.1)
+    beta_max: float = static_field(20.0)
+    N: int = static_field(1000)
 
     def __post_init__(self):
         self._check_betas()
