@@ -10,6 +10,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from tests.cli_helpers import ROOT, read_json, run_cli
 
@@ -37,7 +38,6 @@ def test_likelihood_mode_ranks_black_below_noise_and_resumes(tmp_path_factory, t
     assert report["num_images"] == 4 and report["offset"] == 8.0 and report["split"] == "test"
     assert report["bpd_mean"] == np.mean(bpd) and report["bpd_standard_error"] > 0
     assert all(n % 6 == 2 and n > 8 for n in report["nfe_per_batch"])
-    print("bits/dim", bpd)
     low, high = np.sort(bpd)[:2], np.sort(bpd)[2:]
     assert np.all(np.isfinite(bpd)) and high.min() - low.max() > 2.0, bpd  # black ≪ noise
     assert 6.0 < high.min() < 16.0, bpd  # noise: ~8 bits/dim is what uniform 8-bit noise costs at best
@@ -54,3 +54,25 @@ def test_likelihood_mode_ranks_black_below_noise_and_resumes(tmp_path_factory, t
     assert resumed["resumed_batches"] == 1 and len(resumed["seconds_per_batch"]) == 2
     again = np.concatenate([np.load(out / "batches" / f"batch_{k:05d}.npz")["bpd"] for k in (0, 1)])
     np.testing.assert_array_equal(again, bpd)
+
+
+def test_settings_and_dequantization():
+    """Bad splits are refused by name; dequantisation adds U[0, 1)/256 in [0, 1] space, per batch."""
+    from configs.fashion_mnist_pds import get_config
+    from pds_jax.modes import likelihood as mode
+
+    config = get_config()
+    assert mode.settings(config)["split"] == "test" and mode.settings(config)["num_images"] == 256
+    config.eval.bpd_dataset = "validation"
+    with pytest.raises(ValueError, match="config.eval.bpd_dataset"):
+        mode.settings(config)
+    x = np.random.default_rng(0).integers(0, 256, (3, 4, 4, 1)).astype(np.float32) / 255.0
+    for centered in (False, True):
+        config.data.centered = centered
+        scaled = 2 * x - 1 if centered else x
+        out = mode.dequantize(scaled, config, seed=0, k=1)
+        unit = (out + 1) / 2 if centered else out
+        noise = unit * 256.0 - x * 255.0  # = u ∈ [0, 1)
+        assert np.all(noise >= -1e-4) and np.all(noise < 1 + 1e-4) and noise.std() > 0.2
+        np.testing.assert_array_equal(out, mode.dequantize(scaled, config, seed=0, k=1))
+        assert not np.array_equal(out, mode.dequantize(scaled, config, seed=0, k=2))
