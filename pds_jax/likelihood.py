@@ -47,7 +47,7 @@ import numpy as np
 from jax import lax
 
 from pds_jax.samplers.common import as_partial
-from pds_jax.samplers.ode import DORMAND_PRINCE
+from pds_jax.samplers.runge_kutta import DORMAND_PRINCE
 from pds_jax.sde import SDE, batch_mul
 
 Array = jax.Array
@@ -62,12 +62,13 @@ _SAFETY, _MIN_FACTOR, _MAX_FACTOR, _ERROR_EXPONENT = 0.9, 0.2, 10.0, -1.0 / 5.0
 # --------------------------------------------------------------------------- #
 
 def _tableau(dtype) -> Tuple[Array, Array, Array, Array]:
-    """(c (7,), a (7, 7) lower-triangular, b (7,), e = b − b_low (7,)) of DORMAND_PRINCE."""
+    """(c (7,), a (7, 7) lower-triangular, b (7,), e = b − b_low (7,)) of DORMAND_PRINCE, as
+    arrays: this solver runs its stages in a `fori_loop` (below), not `runge_kutta.rk_stages`'s
+    unrolled loop, because every stage traces the jvp of the score network."""
     a = np.zeros((7, 7))
-    for k, row in enumerate(DORMAND_PRINCE["a"]):
+    for k, row in enumerate(DORMAND_PRINCE.a):
         a[k, : len(row)] = row
-    b, b_low = np.asarray(DORMAND_PRINCE["b"]), np.asarray(DORMAND_PRINCE["b_low"])
-    return tuple(jnp.asarray(v, dtype) for v in (DORMAND_PRINCE["c"], a, b, b - b_low))
+    return tuple(jnp.asarray(v, dtype) for v in (DORMAND_PRINCE.c, a, DORMAND_PRINCE.b, DORMAND_PRINCE.b_err))
 
 
 def _combine(weights: Array, slopes: Array) -> Array:

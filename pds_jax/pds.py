@@ -139,7 +139,7 @@ def from_arguments(sde: SDE, shape, *, speed_up: Optional[float] = 1.0, eps: Opt
     if precond is not None:
         if freq is not None or space is not None:
             raise ValueError("give either a ready `precond` or filter statistics (freq/space), not both")
-        resolved = getattr(precond, "alpha", None)  # TODO(merge): Preconditioner.alpha field
+        resolved = precond.alpha
     else:
         resolved = resolve_alpha(alpha, run_sde.N, sde, freq, space, normalization, eps=final_eps, snr=snr,
                                  n_steps=n_steps, centered=centered)

@@ -13,8 +13,21 @@ import ml_collections
 
 def get_common_config():
     config = ml_collections.ConfigDict()
+    config.training = _training()
+    config.sampling = _sampling()
+    config.eval = _eval()
+    config.data = _data()
+    config.model = _model()
+    config.optim = _optim()
+    config.estimate = _estimate()
+    config.inpaint = _inpaint()
+    config.colorize = _colorize()
+    config.seed = 42
+    return config
 
-    config.training = training = ml_collections.ConfigDict()
+
+def _training():
+    training = ml_collections.ConfigDict()
     training.sde = 'vesde'               # 'vesde' | 'vpsde' | 'subvpsde'
     training.continuous = True           # continuous-time training (σ(t) / 999·t labels)
     training.batch_size = 128
@@ -27,8 +40,11 @@ def get_common_config():
     training.likelihood_weighting = False
     training.reduce_mean = False
     training.n_jitted_steps = 5          # training steps fused in one jitted call
+    return training
 
-    config.sampling = sampling = ml_collections.ConfigDict()
+
+def _sampling():
+    sampling = ml_collections.ConfigDict()
     sampling.method = 'pc'               # 'pc' | 'ode' | 'deis'
     sampling.predictor = 'reverse_diffusion'
     sampling.corrector = 'langevin'
@@ -71,8 +87,11 @@ def get_common_config():
     deis.num_steps = 20
     deis.grid = 'rho'
     deis.rho = 7.0
+    return sampling
 
-    config.eval = evaluate = ml_collections.ConfigDict()
+
+def _eval():
+    evaluate = ml_collections.ConfigDict()
     evaluate.batch_size = 1024
     evaluate.num_samples = 50000
     evaluate.bpd_dataset = 'test'
@@ -87,8 +106,11 @@ def get_common_config():
     evaluate.stats_file = ''             # reference feature statistics for FID/KID
     evaluate.feature_net = 'inception'
     evaluate.inception_weights = ''      # local Inception weights file
+    return evaluate
 
-    config.data = data = ml_collections.ConfigDict()
+
+def _data():
+    data = ml_collections.ConfigDict()
     data.dataset = 'CIFAR10'
     data.image_size = 32
     data.random_flip = True
@@ -98,8 +120,11 @@ def get_common_config():
     data.tfds_data_dir = ''
     data.folder = ''                     # a local image folder instead of tfds
     data.split = 'train'
+    return data
 
-    config.model = model = ml_collections.ConfigDict()
+
+def _model():
+    model = ml_collections.ConfigDict()
     model.name = 'ncsnpp'
     model.sigma_min = 0.01
     model.sigma_max = 50.
@@ -128,8 +153,11 @@ def get_common_config():
     model.progressive_combine = 'sum'    # 'sum' | 'cat'
     model.init_scale = 0.
     model.fourier_scale = 16
+    return model
 
-    config.optim = optim = ml_collections.ConfigDict()
+
+def _optim():
+    optim = ml_collections.ConfigDict()
     optim.weight_decay = 0
     optim.optimizer = 'Adam'
     optim.lr = 2e-4
@@ -137,18 +165,24 @@ def get_common_config():
     optim.eps = 1e-8
     optim.warmup = 5000
     optim.grad_clip = 1.
+    return optim
 
+
+def _estimate():
+    estimate = ml_collections.ConfigDict()
     # Filter estimation pass (docs/design.md §4).
-    config.estimate = estimate = ml_collections.ConfigDict()
     estimate.num_images = 200
     estimate.batch_size = 50
     estimate.seed = 0
     estimate.output = ''
+    return estimate
 
+
+def _inpaint():
+    inpaint = ml_collections.ConfigDict()
     # Controllable generation (--mode=inpaint / --mode=colorize; pds_jax/controllable.py):
     # the first num_images images of `split` (or of `images`: a .npy/.npz file or a folder),
     # samples_per_image completions each, batch_size images per sampler call.
-    config.inpaint = inpaint = ml_collections.ConfigDict()
     inpaint.mask = 'box'                 # 'box' | 'left' | 'random' | a PNG mask (white = known)
     inpaint.mask_fraction = 0.5          # 'random': probability that a pixel is missing
     inpaint.num_images = 16
@@ -157,13 +191,15 @@ def get_common_config():
     inpaint.seed = 0
     inpaint.split = 'test'
     inpaint.images = ''
-    config.colorize = colorize = ml_collections.ConfigDict()
+    return inpaint
+
+
+def _colorize():
+    colorize = ml_collections.ConfigDict()
     colorize.num_images = 16
     colorize.batch_size = 16
     colorize.samples_per_image = 1
     colorize.seed = 0
     colorize.split = 'test'
     colorize.images = ''
-
-    config.seed = 42
-    return config
+    return colorize
