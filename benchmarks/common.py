@@ -27,8 +27,8 @@ the persistent compilation cache), from the repository root:
 from __future__ import annotations
 
 import argparse
-import io
 import ast
+import io
 import datetime
 import importlib
 import importlib.util
@@ -45,8 +45,9 @@ if ROOT not in sys.path:  # run as `python benchmarks/<script>.py` from a checko
 import jax  # noqa: E402
 import jaxlib  # noqa: E402
 
-from pds_jax import io_utils  # noqa: E402
+from pds_jax import io_utils, models, timing  # noqa: E402
 from pds_jax.provenance import device_info  # noqa: E402
+from pds_jax.sde import get_sde  # noqa: E402
 
 SCHEMA_VERSION = 1
 
@@ -225,3 +226,27 @@ def format_table(headers: Sequence[str], rows: List[Sequence]) -> str:
 def error_text(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) < 600 else text[:600] + " ..."
+
+
+def random_network(name: str, overrides: Sequence[str], batch: int) -> dict:
+    """What the timing benchmarks need of one config with random weights (the speed of a
+    step does not depend on them): config, batch shape, sde, params, score_fn, a PDS
+    preconditioner with the cost of real filters, and the config's PC sampler settings."""
+    config = load_config(name, overrides)
+    shape = (batch, config.data.image_size, config.data.image_size, config.data.num_channels)
+    sde = get_sde(config)
+    params = timing.random_params(config)
+    score_fn = models.get_score_fn(sde, models.create_model(config), params, continuous=config.training.continuous)
+    return {"config": config, "shape": shape, "sde": sde, "params": params, "score_fn": score_fn,
+            "precond": timing.timing_preconditioner(shape[1:]), "sampler_kwargs": timing.pc_sampler_kwargs(config)}
+
+
+def finish(result: dict, writer: "ResultWriter", budget: "Budget", image, text: str, json_path: str,
+           png_path: str) -> dict:
+    """Mark a benchmark's result complete, write its JSON and PNG, print its table."""
+    result["complete"] = True
+    result["total_s"] = round(budget.elapsed(), 1)
+    writer.write(result, image)
+    print(text)
+    print(f"wrote {json_path} and {png_path}")
+    return result

@@ -35,9 +35,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from benchmarks import common, pil_plot  # noqa: E402
-from pds_jax import models, timing  # noqa: E402
+from pds_jax import timing  # noqa: E402
 from pds_jax.samplers.pc import get_pc_sampler  # noqa: E402
-from pds_jax.sde import get_sde  # noqa: E402
 
 NAME = "loop_overhead"
 PRESETS = {
@@ -122,13 +121,9 @@ def main(argv=None) -> dict:
                   compilation_cache_dir=None)
     print(f"{NAME}: writing {json_path}", flush=True)
 
-    config = common.load_config(args.config, args.set)
-    shape = (args.batch, config.data.image_size, config.data.image_size, config.data.num_channels)
-    sde = get_sde(config)
-    params = timing.random_params(config)
-    score_fn = models.get_score_fn(sde, models.create_model(config), params, continuous=config.training.continuous)
-    precond = timing.timing_preconditioner(shape[1:])
-    kwargs = timing.pc_sampler_kwargs(config)
+    net = common.random_network(args.config, args.set, args.batch)
+    config, shape, sde, params, score_fn = (net[k] for k in ("config", "shape", "sde", "params", "score_fn"))
+    precond, kwargs = net["precond"], net["sampler_kwargs"]
     result.update(num_params=timing.num_params(params), sampler=kwargs, shape=list(shape),
                   preconditioner=precond.describe())
 
@@ -162,12 +157,7 @@ def main(argv=None) -> dict:
         except Exception as e:  # noqa: BLE001 - reported in the JSON
             result["samplers"] = {"status": "error", "reason": common.error_text(e)}
 
-    result["complete"] = True
-    result["total_s"] = round(budget.elapsed(), 1)
-    writer.write(result, plot(result))
-    print(table(result))
-    print(f"wrote {json_path} and {png_path}")
-    return result
+    return common.finish(result, writer, budget, plot(result), table(result), json_path, png_path)
 
 
 def time_samplers(result, sde, shape, score_fn, precond, kwargs, args) -> None:

@@ -35,7 +35,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from benchmarks import common, pil_plot  # noqa: E402
-from pds_jax import models, timing  # noqa: E402
+from pds_jax import timing  # noqa: E402
 from pds_jax.sde import get_sde  # noqa: E402
 
 NAME = "step_cost"
@@ -88,13 +88,9 @@ def case_result(families: dict) -> dict:
 
 def build_network(name: str, args):
     """(programs, info) of one network: vanilla and PDS samplers, and the FFT-only work."""
-    config = common.load_config(name, args.set)
-    shape = (args.batch, config.data.image_size, config.data.image_size, config.data.num_channels)
-    sde = get_sde(config)
-    params = timing.random_params(config)
-    score_fn = models.get_score_fn(sde, models.create_model(config), params, continuous=config.training.continuous)
-    precond = timing.timing_preconditioner(shape[1:])
-    kwargs = timing.pc_sampler_kwargs(config)
+    net = common.random_network(name, args.set, args.batch)
+    config, shape, sde, params, score_fn = (net[k] for k in ("config", "shape", "sde", "params", "score_fn"))
+    precond, kwargs = net["precond"], net["sampler_kwargs"]
     programs = {
         "vanilla": timing.pc_programs(sde, shape, score_fn, args.steps, None, **kwargs),
         "pds": timing.pc_programs(sde, shape, score_fn, args.steps, precond, **kwargs),
@@ -237,12 +233,7 @@ def main(argv=None) -> dict:
         print(f"  {entry.get('image_size') or entry.get('shape')}: {entry['status']} {entry.get('reason', '')}",
               flush=True)
 
-    result["complete"] = True
-    result["total_s"] = round(budget.elapsed(), 1)
-    writer.write(result, plot(result))
-    print(table(result))
-    print(f"wrote {json_path} and {png_path}")
-    return result
+    return common.finish(result, writer, budget, plot(result), table(result), json_path, png_path)
 
 
 if __name__ == "__main__":

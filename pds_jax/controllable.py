@@ -62,8 +62,8 @@ import numpy as np
 from pds_jax import pds
 from pds_jax.precond import Preconditioner
 from pds_jax.samplers.common import as_partial, check_shape
-from pds_jax.samplers.pc import CORRECTORS, PREDICTORS
-from pds_jax.sde import SDE, VESDE, VPSDE, batch_mul
+from pds_jax.samplers.pc import CORRECTORS, PREDICTORS, check_pc_settings
+from pds_jax.sde import SDE, batch_mul
 
 Array = jax.Array
 
@@ -163,17 +163,7 @@ def replacement_solve(rng: Array, score_fn, precond: Preconditioner, sde: SDE, d
 # --------------------------------------------------------------------------- #
 
 def _check_pc_arguments(sde, shape, predictor, corrector, n_steps, probability_flow, precond):
-    if predictor not in PREDICTORS:
-        raise ValueError(f"unknown predictor {predictor!r}; choose one of {sorted(PREDICTORS)}")
-    if corrector not in CORRECTORS:
-        raise ValueError(f"unknown corrector {corrector!r}; choose one of {sorted(CORRECTORS)}")
-    if int(n_steps) < 0:
-        raise ValueError(f"n_steps must be >= 0, got {n_steps}")
-    if predictor == "ancestral_sampling":
-        if probability_flow:
-            raise ValueError("ancestral_sampling has no probability-flow variant; use reverse_diffusion")
-        if not isinstance(sde, (VESDE, VPSDE)):
-            raise ValueError(f"ancestral_sampling supports VESDE and VPSDE only, not {type(sde).__name__}")
+    check_pc_settings(sde, predictor, corrector, n_steps, probability_flow)
     if precond is None:
         return Preconditioner.identity(shape[1:])
     if tuple(precond.shape) != shape[1:]:

@@ -190,7 +190,8 @@ def pc_solve(rng: Array, score_fn: ScoreFn, precond: Preconditioner, *, sde: SDE
     return (x_mean if denoise else x), ({"first_bad": first_bad} if check_finite else {})
 
 
-def _check_settings(sde: SDE, predictor: str, corrector: str, n_steps: int, probability_flow: bool) -> None:
+def check_pc_settings(sde: SDE, predictor: str, corrector: str, n_steps: int, probability_flow: bool) -> None:
+    """Refuse predictor/corrector settings that no PC loop (sampler, inpainter, colorizer) can run."""
     if predictor not in PREDICTORS:
         raise ValueError(f"unknown predictor {predictor!r}; choose one of {sorted(PREDICTORS)}")
     if corrector not in CORRECTORS:
@@ -209,7 +210,7 @@ def pc_sampler(setup: PDSSetup, shape, predictor: str = "reverse_diffusion", cor
                inverse_scaler: Optional[Callable[[Array], Array]] = None,
                batch_sharding: Optional[jax.sharding.Sharding] = None, check_finite: bool = False) -> Sampler:
     """The PC `Sampler` of a resolved `pds_jax.pds.PDSSetup` (schedule, α, preconditioner)."""
-    _check_settings(setup.sde, predictor, corrector, n_steps, probability_flow)
+    check_pc_settings(setup.sde, predictor, corrector, n_steps, probability_flow)
     shape = check_shape(shape)
     precond = setup.precond
     if tuple(precond.shape) != shape[1:]:
