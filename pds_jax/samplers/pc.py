@@ -29,7 +29,7 @@ from pds_jax.pds import PDSSetup
 from pds_jax.precond import Preconditioner
 from pds_jax.samplers.common import check_shape
 from pds_jax.samplers.record import Sampler
-from pds_jax.sde import SDE, VESDE, VPSDE, batch_mul
+from pds_jax.sde import SDE, batch_mul
 
 Array = jax.Array
 ScoreFn = Callable[[Array, Array], Array]
@@ -201,7 +201,7 @@ def check_pc_settings(sde: SDE, predictor: str, corrector: str, n_steps: int, pr
     if predictor == "ancestral_sampling":
         if probability_flow:
             raise ValueError("ancestral_sampling has no probability-flow variant; use reverse_diffusion")
-        if not isinstance(sde, (VESDE, VPSDE)):
+        if not sde.supports_ancestral_sampling:
             raise ValueError(f"ancestral_sampling supports VESDE and VPSDE only, not {type(sde).__name__}")
 
 
