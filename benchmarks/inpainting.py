@@ -20,6 +20,7 @@ Two parts, both written into one JSON (rewritten after every finished setting):
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -32,10 +33,22 @@ if ROOT not in sys.path:
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from PIL import Image, ImageDraw  # noqa: E402
+
+from benchmarks.pil_plot import _font  # noqa: E402
 from pds_jax import conditional_gaussian as cg  # noqa: E402
+from pds_jax import feature_nets, metrics, pds  # noqa: E402
+from pds_jax import images as image_io  # noqa: E402
+from pds_jax.configs.fashion_mnist_pds import get_config  # noqa: E402
 from pds_jax.controllable import get_pc_inpainter  # noqa: E402
+from pds_jax.data import get_dataset  # noqa: E402
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json  # noqa: E402
 from pds_jax.masks import box_mask  # noqa: E402
+from pds_jax.oracles import GaussianOracle  # noqa: E402
+from pds_jax.precond import Preconditioner  # noqa: E402
+from pds_jax.resources import resolve  # noqa: E402
+from pds_jax.score_model import load_score_model  # noqa: E402
+from pds_jax.sde import VESDE  # noqa: E402
 
 MODEL_SETTINGS = [  # (label, speed_up, alpha or None for vanilla), in the order they run
     ("vanilla N/10", 10, None), ("pds a=5 N/10", 10, 5.0),
@@ -45,10 +58,6 @@ MODEL_SETTINGS = [  # (label, speed_up, alpha or None for vanilla), in the order
 
 def oracle_rows(size: int, n: int, seed: int = 0) -> list:
     """KL/dim of vanilla and PDS (α = 5, the oracle's own statistics) at N = 1000 and 100."""
-    from pds_jax.oracles import GaussianOracle
-    from pds_jax.precond import Preconditioner
-    from pds_jax.sde import VESDE
-
     shape = (size, size, 1)
     oracle = GaussianOracle.natural_image(shape)
     sde = VESDE(0.01, 50.0, N=1000)
@@ -82,25 +91,16 @@ def oracle_rows(size: int, n: int, seed: int = 0) -> list:
 
 
 def fid(images01, extractor, reference):
-    from pds_jax import metrics
-
     stats = metrics.compute_statistics(images01, extractor, batch_size=256, progress=False)
     return metrics.fid_from_statistics(stats, reference)
 
 
 def model_rows(args, result, path) -> list:
-    from configs.fashion_mnist_pds import get_config
-    from pds_jax.alpha_rule import resolve_alpha
-    from pds_jax.data import get_dataset
-    from pds_jax.filters import preconditioner_from_config
-    from pds_jax.metrics import load_statistics
-    from pds_jax.modes.common import load_score_fn, resolve_path, with_resolved_filter_paths
-    from pds_jax.modes.eval import feature_extractor
-
     config = get_config()
-    sde, _, _, score_fn, _ = load_score_fn(config)
-    extractor = feature_extractor(config)
-    reference = load_statistics(resolve_path(config.eval.stats_file), extractor.name)
+    sde, _, _, score_fn, _ = load_score_model(config, config.sampling.checkpoint)
+    extractor = feature_nets.get_feature_fn(str(config.eval.feature_net))
+    reference = metrics.load_statistics(resolve(config.eval.stats_file, what="config.eval.stats_file"),
+                                        extractor.name)
     n_max = max(args.images_fast, args.images_full)
     images = np.concatenate(list(get_dataset(config, split="test", batch_size=n_max, num_images=n_max)))
     mask = box_mask(images.shape[1:])
@@ -120,7 +120,8 @@ def model_rows(args, result, path) -> list:
         cfg.sampling.pds.speed_up = float(speed_up)
         if alpha is None:
             cfg.sampling.pds.freq_filter = cfg.sampling.pds.space_filter = ""
-        precond = preconditioner_from_config(with_resolved_filter_paths(cfg), alpha=alpha)
+        setup = pds.from_config(cfg, sde, alpha=alpha)  # None: the config's α (vanilla: no filters)
+        precond = setup.precond
         inpainter = get_pc_inpainter(sde, (args.batch,) + images.shape[1:], precond=precond, speed_up=speed_up)
         start, out = time.perf_counter(), []
         for b in range(0, n, args.batch):
@@ -130,7 +131,7 @@ def model_rows(args, result, path) -> list:
         x = np.clip(np.concatenate(out)[:n], 0.0, 1.0)
         err = ((x - images[:n]) ** 2)[:, unknown].mean(axis=1)
         rows.append(dict(label=label, speed_up=speed_up, steps=inpainter.num_steps, nfe=inpainter.nfe,
-                         alpha=None if alpha is None else resolve_alpha(alpha, inpainter.num_steps), images=n, masked_mse=float(err.mean()),
+                         alpha=setup.alpha, images=n, masked_mse=float(err.mean()),
                          masked_mse_se=float(err.std(ddof=1) / np.sqrt(n)),
                          fid=fid(x, extractor, reference),
                          fid_common=fid(x[:args.fid_common], extractor, reference),
@@ -145,13 +146,6 @@ def model_rows(args, result, path) -> list:
 
 def figure(result_path: str, out_png: str, scale: int = 3) -> str:
     """Rows of the kept images: masked input | each finished setting | original, with a header."""
-    import glob
-
-    from PIL import Image, ImageDraw
-
-    from pds_jax import images as image_io
-    from benchmarks.pil_plot import _font
-
     files = sorted(glob.glob(os.path.splitext(result_path)[0] + "_samples_*.npz"))
     columns, labels, originals = [], [], None
     for f in files:
