@@ -167,8 +167,10 @@ class Preconditioner:
       shape: (H, W, C) the filters act on (static).
       fft: 'rfft' (D Hermitian-symmetric) or 'full' (static).
       solenoidal: whether ω S is added to the drift (static).
-      alpha: the α of `from_arrays` (static; None for identity / from_filters / parametric),
-        recorded so that reports need not recompute it.
+      alpha: the α of `from_arrays` (None for identity / from_filters / parametric),
+        recorded so that reports need not recompute it. A leaf like the filters it made, so
+        a preconditioner for another α of the same shape runs the same compiled sampler
+        (an α sweep compiles once per N).
     """
 
     # The one pytree idiom of pds_jax (see `pds_jax.sde.base.static_field`): leaves are
@@ -179,7 +181,7 @@ class Preconditioner:
     shape: Tuple[int, int, int] = struct.field(pytree_node=False)
     fft: str = struct.field(pytree_node=False, default="rfft")
     solenoidal: bool = struct.field(pytree_node=False, default=False)
-    alpha: Optional[float] = struct.field(pytree_node=False, default=None)
+    alpha: Optional[float] = None
 
     # ----------------------------------------------------------------- builders
     @classmethod

@@ -189,7 +189,6 @@ def test_paper_timing_tiny(tmp_path):
 def test_benchmark_mode_writes_json_and_never_overwrites(tmp_path):
     from benchmarks import common
     from pds_jax.modes import benchmark
-    from pds_jax.sde import get_sde
 
     config = common.load_config("fashion_mnist_pds", ["model.name=bench_tiny", "sampling.batch_size=2",
                                                       "sampling.checkpoint="])
@@ -215,6 +214,7 @@ def test_benchmark_mode_filters():
     missing, the identity if none (then PDS is the vanilla sampler)."""
     from benchmarks import common
     from pds_jax.modes import benchmark
+    from pds_jax.sde import get_sde
 
     config = common.load_config("fashion_mnist_pds", ["sampling.pds.freq_filter=missing/freq.npy",
                                                       "sampling.pds.space_filter="])

@@ -15,6 +15,7 @@ from tests.model_helpers import random_params
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+import quality_study  # noqa: E402
 import quality_vs_steps as qvs  # noqa: E402
 
 ROW_KEYS = {"method", "label", "steps", "alpha", "nfe", "nfe_per_batch", "num_samples", "fid", "kid", "kid_std",
@@ -50,10 +51,8 @@ def smoke_run(tiny_config_file, tmp_path_factory):
     mp.setitem(sys.modules, "tensorflow", None)
     mp.setitem(sys.modules, "tensorflow_datasets", None)
     calls = []
-    from pds_jax.samplers import pc
-
-    real = pc.get_pc_sampler
-    mp.setattr(pc, "get_pc_sampler", lambda *a, **k: calls.append(k["speed_up"]) or real(*a, **k))
+    real = quality_study.get_pc_sampler
+    mp.setattr(quality_study, "get_pc_sampler", lambda *a, **k: calls.append(k["num_steps"]) or real(*a, **k))
     try:
         result = qvs.main(["--preset", "smoke", "--config", tiny_config_file, "--out", str(out)])
     finally:
@@ -88,9 +87,9 @@ def test_smoke_preset_writes_the_documented_json(smoke_run):
 
 
 def test_one_pc_program_per_step_count(smoke_run):
-    """Vanilla and every α at N steps run through one compiled sampler (speed_up = 4 / N)."""
+    """Vanilla and every α at N steps run through one compiled sampler (N = 2 and 3)."""
     _, _, calls = smoke_run
-    assert sorted(calls) == pytest.approx([4 / 3, 2.0])
+    assert sorted(calls) == [2, 3]
 
 
 def test_fit_only_reproduces_the_fit_from_the_json(smoke_run, tmp_path):
@@ -138,12 +137,10 @@ def test_time_budget_skips_settings_and_keeps_partial_results(tiny_config_file, 
 
 
 def test_a_failing_setting_is_recorded_and_the_others_still_run(tiny_config_file, tmp_path, monkeypatch):
-    from pds_jax.samplers import deis
-
     def broken(*args, **kwargs):
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(deis, "get_deis_sampler", broken)
+    monkeypatch.setattr(quality_study, "get_deis_sampler", broken)
     out = tmp_path / "failed.json"
     qvs.main(["--preset", "smoke", "--config", tiny_config_file, "--out", str(out), "--sweep-steps", "2",
               "--alphas", "2", "3", "--ode-nfe", "3", "--no-fit"])
@@ -169,18 +166,17 @@ def test_resume_keeps_earlier_rows_and_measures_only_the_missing_settings(tiny_c
     first = json.load(open(out))
     assert [r["label"] for r in first["results"]] == ["pc_vanilla N=2", "pc_pds N=2 alpha=2"]
 
-    from pds_jax.samplers import pc
-
     calls = []
-    real = pc.get_pc_sampler
-    monkeypatch.setattr(pc, "get_pc_sampler", lambda *a, **k: calls.append(k["speed_up"]) or real(*a, **k))
+    real = quality_study.get_pc_sampler
+    monkeypatch.setattr(quality_study, "get_pc_sampler",
+                        lambda *a, **k: calls.append(k["num_steps"]) or real(*a, **k))
     more = ["--preset", "smoke", "--config", tiny_config_file, "--sweep-steps", "2", "3", "--alphas", "2",
             "--deis-nfe", "--ode-nfe", "--no-fit", "--resume", str(out), "--out", str(out)]
     qvs.main(more)
     report = json.load(open(out))
     assert report["results"][:2] == first["results"]  # kept as measured, not re-run
     assert [r["label"] for r in report["results"][2:]] == ["pc_vanilla N=3", "pc_pds N=3 alpha=2"]
-    assert calls == [pytest.approx(4 / 3)]  # no program was compiled for N = 2
+    assert calls == [3]  # no program was compiled for N = 2
     assert report["meta"]["date"] == first["meta"]["date"] and len(report["meta"]["resumed"]) == 1
     assert report["complete"] is True
 
