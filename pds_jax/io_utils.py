@@ -54,19 +54,23 @@ def check_writable(path: str, overwrite: bool = False) -> None:
 
 
 def check_output_folder(path: str, what: str = "--workdir") -> None:
-    """Raise ValueError unless files can be created in folder `path` (made if missing).
+    """Raise ValueError unless files can be created in folder `path`; nothing is created.
 
-    Called where a run picks its output folder, before any sampling, so that a workdir
-    that is a regular file or is read-only fails in a second with the fix, not after the
-    work with a raw OSError. Writability is probed by creating (and removing) a temporary
+    Called where a run picks its output folder, before any sampling or training, so that a
+    workdir that is a regular file or is read-only fails in a second with the fix, not after
+    the work with a raw OSError. A missing `path` is judged by its nearest existing parent
+    (where it would be made). Writability is probed by creating and removing a temporary
     file, which also catches read-only mounts that `os.access` does not see.
     """
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"{what}={path} is a regular file, not a folder; pass a folder path "
+    folder = os.path.abspath(path)
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        where = "" if folder == os.path.abspath(path) else f" (its parent {folder} is a file)"
+        raise ValueError(f"{what}={path} is a regular file, not a folder{where}; pass a folder path "
                          "(it is created if missing)")
     try:
-        os.makedirs(path, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".pds_jax_write_probe.")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".pds_jax_write_probe.")
         os.close(fd)
         os.remove(probe)
     except OSError as e:

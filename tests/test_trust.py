@@ -387,3 +387,11 @@ def test_cli_workdir_that_is_a_file_exits_2_with_one_line(tmp_path):
     assert errors == [f"error (ValueError): --workdir={work} is a regular file, not a folder; pass a folder "
                       "path (it is created if missing)"]
     assert work.read_text() == "a file"
+
+
+def test_checking_a_missing_workdir_creates_nothing(tmp_path):
+    io_utils.check_output_folder(str(tmp_path / "new" / "work"))
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"is a regular file, not a folder \(its parent .*file is a file\)"):
+        io_utils.check_output_folder(str(tmp_path / "file" / "work"))
