@@ -395,3 +395,15 @@ def test_checking_a_missing_workdir_creates_nothing(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match=r"is a regular file, not a folder \(its parent .*file is a file\)"):
         io_utils.check_output_folder(str(tmp_path / "file" / "work"))
+
+
+def test_an_unfinished_run_of_an_older_version_is_not_resumed(tmp_path, capsys):
+    """progress.json without input hashes: the inputs it was drawn from are unknown."""
+    (tmp_path / "samples" / "batches").mkdir(parents=True)
+    (tmp_path / "samples" / "progress.json").write_text(json.dumps(
+        {"config_hash": provenance.config_hash(_config()), "complete": False}))
+    ckpt = tmp_path / "checkpoint_1"
+    ckpt.write_bytes(b"model")
+    out = common.output_dir(str(tmp_path), "samples", _config(), common.run_inputs(str(ckpt)))
+    assert out == str(tmp_path / "samples_1")
+    assert "(not recorded: started by an older pds_jax)" in capsys.readouterr().out

@@ -185,8 +185,10 @@ def output_dir(workdir: str, name: str, config, inputs: Optional[dict] = None) -
                     old = state.get("inputs", {})
                     changed = sorted(n for n in set(old) | set(inputs or {})
                                      if old.get(n) != (inputs or {}).get(n, {}).get("sha256"))
-                    stale = (f"notice: {candidate} is an unfinished run of this config with other inputs "
-                             f"(changed: {', '.join(changed) or 'unrecorded'})")
+                    what = (f"changed: {', '.join(changed)}" if "inputs_hash" in state
+                            else "not recorded: started by an older pds_jax")
+                    stale = (f"notice: {candidate} is an unfinished run of this config with other "
+                             f"inputs ({what})")
         k += 1
 
 
