@@ -34,7 +34,6 @@ The rule is fitted by `benchmarks/alpha_fit.py`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Mapping, Optional, Tuple, Union
@@ -42,6 +41,7 @@ from typing import Mapping, Optional, Tuple, Union
 import numpy as np
 
 from pds_jax import resources
+from pds_jax.io_utils import load_json
 from pds_jax.alpha_law import stability_floor
 
 FORMAT = "pds_jax.alpha_rule/1"
@@ -191,11 +191,8 @@ def load_rule(path: Optional[str] = None) -> AlphaRule:
             f"config.sampling.pds.alpha='auto' needs a fitted α rule, and {path} does not exist (it ships "
             f"with pds_jax; was it deleted?). Fit and install it with {FIT_COMMAND}, or set a number, e.g. "
             "--config.sampling.pds.alpha=5 (the paper's value).")
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not a JSON alpha rule ({e})") from e
+    data = load_json(path, "the alpha rule", fix=f"refit and install it with {FIT_COMMAND}, or restore it "
+                     "(reinstall pds_jax)")
     return AlphaRule.from_dict(data, path)
 
 

@@ -166,7 +166,7 @@ def main(argv):
         kwargs["folder"] = FLAGS.eval_folder
     try:
         module.run(config, FLAGS.workdir, **kwargs)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as e:
         # User-facing problems (missing checkpoint, bad config value, existing output):
         # one clear message, no traceback. Set --verbosity=1 for the traceback.
         if logging.get_verbosity() >= logging.DEBUG:

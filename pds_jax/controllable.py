@@ -61,8 +61,9 @@ import numpy as np
 
 from pds_jax import pds
 from pds_jax.precond import Preconditioner
-from pds_jax.samplers.common import as_partial, check_shape
-from pds_jax.samplers.pc import CORRECTORS, PREDICTORS, check_pc_settings
+from pds_jax.samplers.common import check_shape
+from pds_jax.samplers.pc import CORRECTORS, PREDICTORS, check_settings
+from pds_jax.samplers.record import checked_score_fn
 from pds_jax.sde import SDE, batch_mul
 
 Array = jax.Array
@@ -162,8 +163,8 @@ def replacement_solve(rng: Array, score_fn, precond: Preconditioner, sde: SDE, d
 # Builders.
 # --------------------------------------------------------------------------- #
 
-def _check_pc_arguments(sde, shape, predictor, corrector, n_steps, probability_flow, precond):
-    check_pc_settings(sde, predictor, corrector, n_steps, probability_flow)
+def _check_pc_arguments(sde, shape, predictor, corrector, n_steps, probability_flow, precond, snr=0.16):
+    check_settings(sde, predictor, corrector, n_steps, probability_flow, snr)  # the PC sampler's checks
     if precond is None:
         return Preconditioner.identity(shape[1:])
     if tuple(precond.shape) != shape[1:]:
@@ -219,7 +220,7 @@ class ConditionalSampler:
 
     def solve(self, rng, score_fn, data, mask):
         mix = None if self.mix is None else jnp.asarray(self.mix, jnp.float32)
-        return replacement_solve(rng, as_partial(score_fn), self.precond, self.sde, data, mask, mix,
+        return replacement_solve(rng, checked_score_fn(score_fn), self.precond, self.sde, data, mask, mix,
                                  jnp.asarray(self.eps, jnp.float32), jnp.asarray(self.snr, jnp.float32),
                                  **self.static)
 
@@ -234,7 +235,7 @@ def _build(cls, method, sde, shape, predictor, corrector, snr, n_steps, probabil
            precond, speed_up, mix=None) -> ConditionalSampler:
     """The `ConditionalSampler` of both builders (schedule and filters from `pds_jax.pds`)."""
     shape = check_shape(shape)
-    precond = _check_pc_arguments(sde, shape, predictor, corrector, n_steps, probability_flow, precond)
+    precond = _check_pc_arguments(sde, shape, predictor, corrector, n_steps, probability_flow, precond, snr)
     setup = pds.from_arguments(sde, shape[1:], speed_up=speed_up, eps=eps, precond=precond)
     static = dict(predictor=predictor, corrector=corrector, n_steps=int(n_steps),
                   probability_flow=bool(probability_flow), denoise=bool(denoise))

@@ -34,7 +34,10 @@ from jax.sharding import PartitionSpec
 from tqdm.auto import tqdm
 
 from pds_jax import resources, sharding
-from pds_jax.io_utils import atomic_save_npz
+from pds_jax.io_utils import atomic_save_npz, load_npz
+
+REMAKE_FIX = ("make it again with --mode=estimate (or restore the file; a shipped filter: reinstall "
+              "pds_jax)")
 
 FORMAT = "pds_jax.filters/1"
 
@@ -132,15 +135,14 @@ class FilterStats:
     @classmethod
     def load(cls, path: str) -> "FilterStats":
         """Read a file written by `save`."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: cannot read the filter file ({e})") from e
+        arrays = load_npz(path, "filter file", fix=REMAKE_FIX)
         if "metadata" not in arrays or "sum_power" not in arrays:
             raise ValueError(f"{path}: not a pds_jax filter file (keys {sorted(arrays)}); official PDS "
                              ".npy files are read with load_official_npy")
-        meta = json.loads(str(arrays["metadata"]))
+        try:
+            meta = json.loads(str(arrays["metadata"]))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"filter file {path}: its metadata is not JSON ({e}); {REMAKE_FIX}") from e
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: unknown filter file format {meta.get('format')!r} (expected {FORMAT})")
         return cls(arrays["sum_power"].astype(np.float64), arrays["sum_sq"].astype(np.float64),

@@ -36,7 +36,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from flax import traverse_util
+
+from pds_jax.io_utils import load_npz
 
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
@@ -325,11 +328,9 @@ def load_inception_params(path: str) -> Dict:
             f"Inception weights file {path} not found. Download {WEIGHTS_URL} and convert it "
             "once with `python scripts/convert_fid_inception_weights.py "
             f"{WEIGHTS_FILENAME} fid_inception.npz` (needs PyTorch only for that step).")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            flat = {k: np.asarray(data[k], dtype=np.float32) for k in data.files}
-    except (ValueError, OSError) as e:
-        raise ValueError(f"{path}: not a readable .npz weights file ({e})") from e
+    flat = {k: np.asarray(v, dtype=np.float32) for k, v in load_npz(
+        path, "Inception weights file", fix=f"convert it again with scripts/convert_fid_inception_weights.py "
+        f"{WEIGHTS_FILENAME} fid_inception.npz").items()}
     validate_flat_variables(flat, source=path)
     return unflatten_variables(flat)
 

@@ -8,13 +8,37 @@ reader never sees one.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from typing import Any, Mapping
 
 import numpy as np
+
+
+_SHA256_CACHE: dict = {}
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of the file's bytes, hashed once per version of the file: a file read twice
+    in a run (its shipped-asset check, then its provenance) is hashed once.
+
+    The cache key includes the inode change time, which every write (and every `touch` or
+    `os.utime`, which can restore an mtime) sets to "now": a rewritten file is hashed again.
+    """
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _SHA256_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _SHA256_CACHE[key] = h.hexdigest()
+    return _SHA256_CACHE[key]
 
 
 class OutputExistsError(FileExistsError):
@@ -27,6 +51,61 @@ def check_writable(path: str, overwrite: bool = False) -> None:
         raise OutputExistsError(
             f"{path} already exists; refusing to overwrite it. Choose another output "
             f"path/workdir, move the file away, or pass overwrite=True.")
+
+
+def check_output_folder(path: str, what: str = "--workdir") -> None:
+    """Raise ValueError unless files can be created in folder `path`; nothing is created.
+
+    Called where a run picks its output folder, before any sampling or training, so that a
+    workdir that is a regular file or is read-only fails in a second with the fix, not after
+    the work with a raw OSError. A missing `path` is judged by its nearest existing parent
+    (where it would be made). Writability is probed by creating and removing a temporary
+    file, which also catches read-only mounts that `os.access` does not see.
+    """
+    folder = os.path.abspath(path)
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        where = "" if folder == os.path.abspath(path) else f" (its parent {folder} is a file)"
+        raise ValueError(f"{what}={path} is a regular file, not a folder{where}; pass a folder path "
+                         "(it is created if missing)")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".pds_jax_write_probe.")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"{what}={path} is not writable ({e.strerror or e}); pass a folder you can "
+                         "write to, or fix its permissions") from e
+
+
+# What a truncated or corrupt file raises inside np.load / json.load (zip, zlib, pickle-free NumPy).
+_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def load_npz(path: str, what: str = "file", fix: str = "") -> dict:
+    """{name: array} of the `.npz` at `path`, read in full; a truncated/corrupt file raises
+    ValueError naming `what`, the file and `fix` (the default: restore or delete it)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise
+    except _READ_ERRORS as e:
+        raise ValueError(f"{what} {path} is truncated, corrupt or not a .npz file ({type(e).__name__}: {e}); "
+                         f"{(fix or 'restore it, or delete it and make it again').rstrip('.')}") from e
+
+
+def load_json(path: str, what: str = "file", fix: str = ""):
+    """The JSON value in `path`; a truncated/corrupt file raises ValueError naming `what`,
+    the file and `fix`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{what} {path} is truncated, corrupt or not JSON ({type(e).__name__}: {e}); "
+                         f"{(fix or 'restore it, or delete it and make it again').rstrip('.')}") from e
 
 
 def _umask() -> int:

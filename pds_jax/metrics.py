@@ -38,7 +38,7 @@ from pds_jax import resources, sharding
 # re-exported: the metrics API is one module; the distances live in their own
 from pds_jax.distances import (KID, KID_NUM_SUBSETS, KID_SUBSET_SIZE, _symmetric, frechet_distance,  # noqa: F401
                                kid, mmd2_unbiased, polynomial_kernel)
-from pds_jax.io_utils import atomic_save_npz
+from pds_jax.io_utils import atomic_save_npz, load_npz
 
 STATS_FORMAT = "pds_jax.feature_statistics/1"
 
@@ -310,11 +310,8 @@ def _read_npz(path: str) -> dict:
     path = resources.resolve(path, what="statistics file",
                              fix="create it with pds_jax.metrics.compute_statistics(...) and "
                                  "save_statistics(path, stats)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npz statistics file ({e})") from e
+    return load_npz(path, "statistics file", fix="compute it again with pds_jax.metrics.compute_statistics "
+                    "and save_statistics (or restore the file; a shipped one: reinstall pds_jax)")
 
 
 def load_statistics(path: str, feature_net: Optional[str] = None,

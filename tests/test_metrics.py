@@ -280,7 +280,7 @@ def test_statistics_file_errors(tmp_path):
         metrics.load_statistics(str(tmp_path / "absent.npz"))
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match="not a readable"):
+    with pytest.raises(ValueError, match="garbage.npz is truncated, corrupt or not a .npz file"):
         metrics.load_statistics(str(garbage))
     other = tmp_path / "other.npz"
     np.savez(other, weights=np.zeros(3))

@@ -3,9 +3,9 @@ resumable batch loops and run folders, run metadata."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import glob
-import json
 import os
 import time
 from typing import Optional
@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 from pds_jax import pds, resources
 from pds_jax import images as image_io
-from pds_jax.io_utils import atomic_save_npz
-from pds_jax.provenance import config_hash, device_info
+from pds_jax.io_utils import atomic_save_npz, atomic_write_json, check_output_folder, load_json, load_npz
+from pds_jax.provenance import config_hash, device_info, inputs_hash, inputs_identity
 from pds_jax.samplers import get_sampler
 from pds_jax.score_model import load_score_model
 from pds_jax.sharding import batch_sharding
@@ -79,7 +79,9 @@ def load_score_fn(config, workdir: Optional[str] = None, ema: bool = True):
     """
     path = resources.resolve(checkpoint_path(config, workdir), what="checkpoint",
                              fix=missing_checkpoint_message(config))
-    return load_score_model(config, path, ema=ema)
+    loaded = load_score_model(config, path, ema=ema)
+    print(f"checkpoint: {loaded[-1]}")  # the file actually loaded (a folder names its latest)
+    return loaded
 
 
 def run_header(config, mode: str) -> dict:
@@ -105,13 +107,35 @@ def build_sampler(config, sde, shape, inverse_scaler):
     """(the configured `Sampler`, its `PDSSetup` or None), data-parallel over local devices.
 
     PC runs the schedule, α and filters that `pds_jax.pds.from_config` resolves; the
-    deterministic samplers (ODE, DEIS) have no use for the PDS section.
+    deterministic samplers (ODE, DEIS) have no use for the PDS section (a one-line note
+    says so when it is set). Every sampler checks its output for NaN/Inf (`check_finite`):
+    a diverged run fails naming the settings to change instead of saving garbage.
     """
-    setup = pds.from_config(config, sde) if str(config.sampling.method).lower() == "pc" else None
+    method = str(config.sampling.method).lower()
+    setup = pds.from_config(config, sde) if method == "pc" else None
+    if setup is None and _pds_section_used(config):
+        print(f"note: sampling.method={method} ignores the sampling.pds section (filters, speed_up, "
+              "alpha): PDS preconditions the PC sampler only")
     sharding = batch_sharding() if jax.device_count() > 1 and shape[0] % jax.device_count() == 0 else None
     sampler = get_sampler(config, sde, shape, inverse_scaler=inverse_scaler, batch_sharding=sharding,
-                          setup=setup)
+                          setup=setup, check_finite=True)
     return sampler, setup
+
+
+def _pds_section_used(config) -> bool:
+    p = config.sampling.get("pds", None)
+    if p is None:
+        return False
+    return bool(p.get("freq_filter", "") or p.get("space_filter", "")) or float(p.get("speed_up", 1)) != 1
+
+
+def run_inputs(checkpoint: str, setup=None, **files) -> dict:
+    """`provenance.inputs_identity` of the files that shape a run's result: the checkpoint
+    file actually loaded, the PDS filter files of `setup`, and `files` (e.g. stats_file)."""
+    paths = {"checkpoint": checkpoint, **files}
+    if setup is not None:
+        paths.update({f"{kind}_filter": path for kind, path in setup.filter_files.items()})
+    return inputs_identity(paths)
 
 
 def sampler_report(sampler, setup) -> dict:
@@ -121,22 +145,70 @@ def sampler_report(sampler, setup) -> dict:
             "pds_alpha": setup.alpha if setup is not None else None}
 
 
-def output_dir(workdir: str, name: str, config) -> str:
-    """`<workdir>/<name>` to resume (same config, unfinished), else the next free name."""
-    os.makedirs(workdir, exist_ok=True)
-    k = 0
+PROGRESS_FIX = "delete that run folder (or its progress.json) and start the run again"
+
+
+def write_progress(out: str, config, inputs: Optional[dict], complete: bool) -> None:
+    """`<out>/progress.json`: what a resumed run must match (config and input hashes)."""
+    atomic_write_json(os.path.join(out, "progress.json"), {
+        "config_hash": config_hash(config), "inputs_hash": inputs_hash(inputs or {}),
+        "inputs": {k: v["sha256"] for k, v in (inputs or {}).items()}, "complete": bool(complete)},
+        overwrite=True)
+
+
+def output_dir(workdir: str, name: str, config, inputs: Optional[dict] = None) -> str:
+    """`<workdir>/<name>` to resume, else the next free name (`<name>_<k>`), with progress.json.
+
+    A folder is resumed only if it is unfinished and was started with the same config AND
+    the same inputs (`run_inputs`: checkpoint, filter and statistics files, by content
+    hash): batches drawn from another checkpoint are never mixed into this run. An
+    unfinished run with other inputs is left alone, with a one-line notice. The workdir is
+    checked to be a writable folder first, before any work.
+    """
+    check_output_folder(workdir)
+    want, k, stale = inputs_hash(inputs or {}), 0, None
     while True:
         candidate = os.path.join(workdir, name if k == 0 else f"{name}_{k}")
         if not os.path.exists(candidate):
             os.makedirs(os.path.join(candidate, "batches"))
+            write_progress(candidate, config, inputs, complete=False)
+            if stale is not None:
+                print(stale + f"; this run writes to {candidate} instead of mixing the two")
             return candidate
         progress = os.path.join(candidate, "progress.json")
         if os.path.exists(progress):
-            with open(progress) as f:
-                state = json.load(f)
+            state = load_json(progress, "the progress file", fix=PROGRESS_FIX)
             if state.get("config_hash") == config_hash(config) and not state.get("complete"):
-                return candidate
+                if state.get("inputs_hash") == want:
+                    return candidate
+                if stale is None:
+                    old = state.get("inputs", {})
+                    changed = sorted(n for n in set(old) | set(inputs or {})
+                                     if old.get(n) != (inputs or {}).get(n, {}).get("sha256"))
+                    what = (f"changed: {', '.join(changed)}" if "inputs_hash" in state
+                            else "not recorded: started by an older pds_jax")
+                    stale = (f"notice: {candidate} is an unfinished run of this config with other "
+                             f"inputs ({what})")
         k += 1
+
+
+@contextlib.contextmanager
+def discarded_if_empty(out: str):
+    """Run the body; if it fails before any batch file exists, remove the run folder `out`
+    (its progress.json and empty batches/), so that a failed run leaves no empty folder.
+    A folder holding anything else is left as it is."""
+    try:
+        yield out
+    except BaseException:
+        batches = os.path.join(out, "batches")
+        if os.path.isdir(batches) and not os.listdir(batches):
+            os.rmdir(batches)
+            progress = os.path.join(out, "progress.json")
+            if os.path.exists(progress):
+                os.remove(progress)
+            if not os.listdir(out):
+                os.rmdir(out)
+        raise
 
 
 def draw_batches(sampler, score_fn, key, num_batches: int, batch_dir: str, desc: str = "sampling") -> dict:
@@ -154,7 +226,10 @@ def draw_batches(sampler, score_fn, key, num_batches: int, batch_dir: str, desc:
         if os.path.exists(path):
             continue
         start = time.perf_counter()
-        x, nfe = sampler(jax.random.fold_in(key, b), score_fn)
+        try:
+            x, nfe = sampler(jax.random.fold_in(key, b), score_fn)
+        except FloatingPointError as e:  # the sampler's check_finite, with the batch named
+            raise FloatingPointError(f"batch {b} in {batch_dir}: {e}; nothing was saved for it") from e
         x = np.asarray(jax.device_get(x))
         drawn[b] = {"seconds": time.perf_counter() - start, "nfe": int(nfe)}
         check_finite(x, f"batch {b} in {batch_dir}")
@@ -167,7 +242,8 @@ def load_batches(batch_dir: str, num_samples: int):
     files = sorted(glob.glob(os.path.join(batch_dir, "batch_*.npz")))
     images, nfes = [], []
     for f in files:
-        with np.load(f) as data:
-            images.append(data["images"])
-            nfes.append(int(data["nfe"]) if "nfe" in data.files else None)
+        data = load_npz(f, "batch file", fix="delete it and start the run again: the batch is redrawn "
+                                             "with the same key")
+        images.append(data["images"])
+        nfes.append(int(data["nfe"]) if "nfe" in data else None)
     return np.concatenate(images)[:num_samples], nfes

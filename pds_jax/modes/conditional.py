@@ -28,8 +28,8 @@ from pds_jax import images as image_io
 from pds_jax import pds
 from pds_jax.data import get_data_inverse_scaler, get_dataset
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
-from pds_jax.modes.common import (check_finite, config_hash, image_shape, load_batches, load_score_fn,
-                                  output_dir, run_header)
+from pds_jax.modes.common import (check_finite, image_shape, load_batches, load_score_fn, output_dir,
+                                  run_header, run_inputs, write_progress)
 
 ROWS_SHOWN = 32
 
@@ -149,9 +149,8 @@ def run(task: Task, config, workdir: str, folder: str) -> dict:
     fn, setup = build(task, config, sde, (batch * k,) + image_shape(config))
     to01 = get_data_inverse_scaler(config)
 
-    out = output_dir(workdir, folder, config)
-    atomic_write_json(os.path.join(out, "progress.json"),
-                      {"config_hash": config_hash(config), "complete": False}, overwrite=True)
+    files = run_inputs(ckpt, setup)
+    out = output_dir(workdir, folder, config, files)
     drawn = draw(task, fn, score_fn, jax.random.PRNGKey(s["seed"]), images, cond, batch, k,
                  os.path.join(out, "batches"), to01)
     samples, _ = load_batches(os.path.join(out, "batches"), len(images) * k)
@@ -164,7 +163,7 @@ def run(task: Task, config, workdir: str, folder: str) -> dict:
     times = [drawn[b] for b in sorted(drawn)]
     report = run_header(config, task.name)
     report.update({
-        "checkpoint": ckpt, "output_dir": out, "num_images": len(images), "samples_per_image": k,
+        "checkpoint": ckpt, "inputs": files, "output_dir": out, "num_images": len(images), "samples_per_image": k,
         "batch_size": batch, "num_steps": fn.num_steps, "eps": fn.eps, "nfe_per_batch": fn.nfe,
         "preconditioner": setup.precond.describe(), "pds_alpha": setup.alpha, "sampler": fn.describe(),
         "region_mse": float(mse.mean()), "region_mse_per_image": mse.tolist(),
@@ -174,8 +173,7 @@ def run(task: Task, config, workdir: str, folder: str) -> dict:
         "resumed_batches": math.ceil(len(images) / batch) - len(times),
     })
     atomic_write_json(os.path.join(out, "run.json"), report, overwrite=True)
-    atomic_write_json(os.path.join(out, "progress.json"),
-                      {"config_hash": config_hash(config), "complete": True}, overwrite=True)
+    write_progress(out, config, files, complete=True)
     print(f"wrote {len(images)} x {k} {task.name} samples to {out} (rows.png, samples.npz, run.json); "
           f"region MSE {mse.mean():.4g}")
     return report

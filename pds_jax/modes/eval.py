@@ -12,9 +12,9 @@ in `config.eval.stats_file`:
 * KID when the reference file holds the raw features (`save_statistics` of statistics
   computed with `keep_features=True`); otherwise it is skipped and eval.json says why.
 
-Outputs under `<workdir>/<folder>/` (a new folder per config, resumable like sample
-mode: an interrupted run started again with the same config draws only the missing
-batches, with the same per-batch keys):
+Outputs under `<workdir>/<folder>/` (a new folder per config and input files, resumable
+like sample mode: an interrupted run started again with the same config, checkpoint,
+filter and statistics files draws only the missing batches, with the same per-batch keys):
 
   batches/batch_<k>.npz   uint8 NHWC samples and NFE of batch k, written as it finishes
   samples.npz             all samples (uint8 NHWC)
@@ -39,8 +39,9 @@ from pds_jax import feature_nets, inception, metrics, resources
 from pds_jax import images as image_io
 from pds_jax.data import get_data_inverse_scaler
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
-from pds_jax.modes.common import (GRID_SIZE, build_sampler, config_hash, draw_batches, image_shape,
-                                  load_batches, load_score_fn, output_dir, run_header, sampler_report)
+from pds_jax.modes.common import (GRID_SIZE, build_sampler, discarded_if_empty, draw_batches, image_shape,
+                                  load_batches, load_score_fn, output_dir, run_header, run_inputs,
+                                  sampler_report, write_progress)
 
 FID_NOTE = ("FID from N samples is biased upward (more so for small N); compare values only at equal "
             "sample counts against the same reference statistics")
@@ -126,12 +127,12 @@ def run(config, workdir: str, folder: str = "eval") -> dict:
     sde, _model, _params, score_fn, ckpt = load_score_fn(config, workdir)
     sampler, setup = build_sampler(config, sde, (batch,) + shape, get_data_inverse_scaler(config))
 
-    out = output_dir(workdir, folder, config)
-    atomic_write_json(os.path.join(out, "progress.json"),
-                      {"config_hash": config_hash(config), "complete": False}, overwrite=True)
+    inputs = run_inputs(ckpt, setup, stats_file=resources.resolve(str(config.eval.stats_file)))
+    out = output_dir(workdir, folder, config, inputs)
     num_batches = math.ceil(num_samples / batch)
-    drawn = draw_batches(sampler, score_fn, jax.random.PRNGKey(config.sampling.seed), num_batches,
-                         os.path.join(out, "batches"), desc=f"sampling {num_samples} images")
+    with discarded_if_empty(out):
+        drawn = draw_batches(sampler, score_fn, jax.random.PRNGKey(config.sampling.seed), num_batches,
+                             os.path.join(out, "batches"), desc=f"sampling {num_samples} images")
     samples, nfes = load_batches(os.path.join(out, "batches"), num_samples)
 
     start = time.perf_counter()
@@ -145,7 +146,8 @@ def run(config, workdir: str, folder: str = "eval") -> dict:
     sampling_seconds = [d["seconds"] for _, d in sorted(drawn.items())]
     report = run_header(config, "eval")
     report.update({
-        "checkpoint": ckpt, "output_dir": out, "fid": fid, "kid": kid_result, "kid_note": kid_note,
+        "checkpoint": ckpt, "inputs": inputs, "output_dir": out, "fid": fid, "kid": kid_result,
+        "kid_note": kid_note,
         "fid_note": FID_NOTE, "num_samples": int(samples.shape[0]), "batch_size": batch,
         "batch_size_source": "config.eval.batch_size",
         **sampler_report(sampler, setup),  # method, num_steps, sampler, preconditioner, pds_alpha
@@ -163,8 +165,7 @@ def run(config, workdir: str, folder: str = "eval") -> dict:
     atomic_save_npz(os.path.join(out, "samples.npz"), {"images": samples}, overwrite=True)
     image_io.save_png(os.path.join(out, "grid.png"), image_io.make_grid(samples[:GRID_SIZE]), overwrite=True)
     atomic_write_json(os.path.join(out, "eval.json"), report, overwrite=True)
-    atomic_write_json(os.path.join(out, "progress.json"),
-                      {"config_hash": config_hash(config), "complete": True}, overwrite=True)
+    write_progress(out, config, inputs, complete=True)
     _print_summary(report, extractor.name)
     return report
 

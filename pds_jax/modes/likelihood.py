@@ -29,9 +29,9 @@ import numpy as np
 from tqdm import tqdm
 
 from pds_jax.data import get_data_inverse_scaler, get_data_scaler, get_dataset
-from pds_jax.io_utils import atomic_save_npz, atomic_write_json
+from pds_jax.io_utils import atomic_save_npz, atomic_write_json, load_npz
 from pds_jax.likelihood import get_likelihood_fn
-from pds_jax.modes.common import config_hash, load_score_fn, output_dir, run_header
+from pds_jax.modes.common import load_score_fn, output_dir, run_header, run_inputs, write_progress
 
 SPLITS = ("test", "train")
 LIKELIHOOD_EPS = 1e-5  # score_sde's get_likelihood_fn default, for every SDE
@@ -89,10 +89,10 @@ def load_results(batch_dir: str):
     """(bpd of all images, NFE per batch, seconds per batch) of a run's batch files."""
     bpds, nfes, seconds = [], [], []
     for f in sorted(glob.glob(os.path.join(batch_dir, "batch_*.npz"))):
-        with np.load(f) as data:
-            bpds.append(data["bpd"])
-            nfes.append(int(data["nfe"]))
-            seconds.append(float(data["seconds"]))
+        data = load_npz(f, "batch file", fix="delete it and start the run again: the batch is recomputed")
+        bpds.append(data["bpd"])
+        nfes.append(int(data["nfe"]))
+        seconds.append(float(data["seconds"]))
     return np.concatenate(bpds), nfes, seconds
 
 
@@ -117,9 +117,8 @@ def run(config, workdir: str, folder: str = "likelihood") -> dict:
                                       s["rtol"], s["atol"], s["eps"])
     batches = get_dataset(config, split=s["split"], batch_size=s["batch_size"], shuffle=True,
                           seed=int(config.seed), num_images=s["num_images"], train=False)
-    out = output_dir(workdir, folder, config)
-    progress = os.path.join(out, "progress.json")
-    atomic_write_json(progress, {"config_hash": config_hash(config), "complete": False}, overwrite=True)
+    files = run_inputs(ckpt)
+    out = output_dir(workdir, folder, config, files)
     batch_dir = os.path.join(out, "batches")
     total = math.ceil(s["num_images"] / s["batch_size"])
     timings = compute_batches(likelihood_fn, score_fn, batches, config, batch_dir, total)
@@ -127,10 +126,10 @@ def run(config, workdir: str, folder: str = "likelihood") -> dict:
     report = run_header(config, "likelihood")
     report.update(s)
     report.update(summarize(*load_results(batch_dir)))
-    report.update({"checkpoint": ckpt, "output_dir": out, "offset": likelihood_fn.offset,
+    report.update({"checkpoint": ckpt, "inputs": files, "output_dir": out, "offset": likelihood_fn.offset,
                    "resumed_batches": len(glob.glob(os.path.join(batch_dir, "batch_*.npz"))) - len(timings)})
     atomic_write_json(os.path.join(out, "likelihood.json"), report, overwrite=True)
-    atomic_write_json(progress, {"config_hash": config_hash(config), "complete": True}, overwrite=True)
+    write_progress(out, config, files, complete=True)
     print(f"bits/dim of {report['num_images']} {config.data.dataset} {s['split']} images: "
           f"{report['bpd_mean']:.4f} ± {report['bpd_standard_error'] or float('nan'):.4f} (s.e.), "
           f"NFE {report['nfe_mean']:.0f} per batch; wrote {out}/likelihood.json")

@@ -7,8 +7,11 @@ Outputs under `<workdir>/<folder>/` (a new folder per run; never overwritten):
   run.json                config, NFE, steps, wall time per batch, compile time, device
 
 A run that is interrupted (Ctrl-C, kill -9) resumes where it stopped when started
-again with the same config: finished batches are kept, the rest are drawn with the
-same per-batch keys, so the result equals an uninterrupted run.
+again with the same config and the same input files (the checkpoint file loaded and the
+filter files, compared by SHA-256; run.json records their path, size, mtime and hash):
+finished batches are kept, the rest are drawn with the same per-batch keys, so the result
+equals an uninterrupted run. Changed inputs (e.g. a newer checkpoint_<n> in the checkpoint
+folder) start a new folder instead, with a one-line notice.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import numpy as np
 from pds_jax import images as image_io
 from pds_jax.data import get_data_inverse_scaler
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
-from pds_jax.modes.common import (GRID_SIZE, build_sampler, config_hash, draw_batches, image_shape,
-                                  load_batches, load_score_fn, output_dir, run_header, sampler_report)
+from pds_jax.modes.common import (GRID_SIZE, build_sampler, discarded_if_empty, draw_batches, image_shape,
+                                  load_batches, load_score_fn, output_dir, run_header, run_inputs,
+                                  sampler_report, write_progress)
 
 
 def run(config, workdir: str, folder: str = "samples") -> dict:
@@ -35,13 +39,13 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
     shape = (batch,) + image_shape(config)
     sampler, setup = build_sampler(config, sde, shape, get_data_inverse_scaler(config))
 
-    out = output_dir(workdir, folder, config)
-    atomic_write_json(os.path.join(out, "progress.json"),
-                      {"config_hash": config_hash(config), "complete": False}, overwrite=True)
+    inputs = run_inputs(ckpt, setup)
+    out = output_dir(workdir, folder, config, inputs)
     key = jax.random.PRNGKey(config.sampling.seed)
     n_batches = math.ceil(num_samples / batch)
-    drawn = draw_batches(sampler, score_fn, key, n_batches, os.path.join(out, "batches"),
-                         desc=f"sampling {num_samples} images")
+    with discarded_if_empty(out):
+        drawn = draw_batches(sampler, score_fn, key, n_batches, os.path.join(out, "batches"),
+                             desc=f"sampling {num_samples} images")
     timings = {b: d["seconds"] for b, d in drawn.items()}
 
     samples, nfes = load_batches(os.path.join(out, "batches"), num_samples)
@@ -53,7 +57,7 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
     times = [timings[b] for b in sorted(timings)]
     report = run_header(config, "sample")
     report.update({
-        "checkpoint": ckpt,
+        "checkpoint": ckpt, "inputs": inputs,
         "output_dir": out,
         "num_samples": int(samples.shape[0]),
         "batch_size": batch,
@@ -65,7 +69,6 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
         "resumed_batches": n_batches - len(timings),
     })
     atomic_write_json(os.path.join(out, "run.json"), report, overwrite=True)
-    atomic_write_json(os.path.join(out, "progress.json"),
-                      {"config_hash": config_hash(config), "complete": True}, overwrite=True)
+    write_progress(out, config, inputs, complete=True)
     print(f"wrote {samples.shape[0]} samples to {out} (grid.png, samples.npz, run.json)")
     return report

@@ -5,7 +5,8 @@ steps and at the end), checkpoints-meta/checkpoint_<step> (every
 training.snapshot_freq_for_preemption steps, only the latest kept), samples/
 iter_<step>.png (when training.snapshot_sampling), and metrics.jsonl (one JSON object
 per logged step: loss, eval loss, steps/s). Starting again in the same workdir resumes
-from the newest checkpoint (and forgets the metrics logged after it).
+from the newest checkpoint (the metrics logged after it are moved to
+metrics.jsonl.before_step_<step>).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pds_jax import checkpoints, data, models
 from pds_jax import images as image_io
 from pds_jax import train as training
 from pds_jax.data import get_data_inverse_scaler
-from pds_jax.io_utils import atomic_write_text
+from pds_jax.io_utils import atomic_write_text, check_output_folder
 from pds_jax.samplers import get_sampler
 from pds_jax.sde import get_sde
 from pds_jax.sharding import batch_sharding, data_mesh, replicated
@@ -53,14 +54,17 @@ def _snapshot_sampler(config, sde):
 
 
 def _forget_metrics_after(path: str, step: int) -> None:
-    """Drop the metrics.jsonl records of steps after `step`, the step training resumes from.
+    """Set aside the metrics.jsonl records of steps after `step`, the step training resumes from.
 
     A run killed between two checkpoints logged steps that the restart trains again;
     without this they would appear twice (and a line cut by the kill would be invalid JSON).
+    The records set aside are not lost: they go to `metrics.jsonl.before_step_<step>`
+    (`_<k>` if taken), with a one-line notice. A fresh start (step 0) in a workdir that has
+    a metrics.jsonl but no checkpoint thus keeps the old log there, complete.
     """
     if not os.path.exists(path):
         return
-    keep = []
+    keep, dropped = [], []
     with open(path) as f:
         for line in f:
             try:
@@ -69,7 +73,23 @@ def _forget_metrics_after(path: str, step: int) -> None:
                 continue
             if isinstance(record, dict) and int(record.get("step", 0)) <= step:
                 keep.append(line.rstrip("\n") + "\n")
+            else:
+                dropped.append(line.rstrip("\n") + "\n")
+    if dropped:
+        backup = _free_name(f"{path}.before_step_{step}")
+        atomic_write_text(backup, "".join(dropped))
+        print(f"notice: {path} has {len(dropped)} records after step {step}, where training "
+              f"{'starts' if step == 0 else 'resumes'}; moved them to {backup}")
     atomic_write_text(path, "".join(keep), overwrite=True)
+
+
+def _free_name(path: str) -> str:
+    """`path`, or `path_1`, `path_2`, ... : the first that does not exist."""
+    k, candidate = 0, path
+    while os.path.exists(candidate):
+        k += 1
+        candidate = f"{path}_{k}"
+    return candidate
 
 
 def _log_step(state, window, step, k, last_log, eval_loss, eval_rng, eval_batches, shard, t, path):
@@ -102,6 +122,7 @@ def _save_snapshots(config, workdir, state, step, final, sampler, score) -> None
 
 def run(config, workdir: str) -> dict:
     _check_schedule(config)
+    check_output_folder(workdir)  # a read-only workdir or a file fails now, not after compiling
     t = config.training
     resume = training.latest_checkpoint(workdir)
     saved = checkpoints.load_score_sde(resume) if resume else None

@@ -50,11 +50,12 @@ def get_sampler(config, sde, shape, precond=None, inverse_scaler: Optional[Calla
         o = s.ode
         solver = {"rk45": "adaptive"}.get(o.solver.lower(), o.solver.lower())
         sampler = get_ode_sampler(sde, shape, method=solver, num_steps=o.num_steps, grid=o.grid,
-                                  rho=o.rho, rtol=o.rtol, atol=o.atol, denoise=o.denoise, precond=precond)
+                                  rho=o.rho, rtol=o.rtol, atol=o.atol, denoise=o.denoise, precond=precond,
+                                  check_finite=check_finite)
     elif method == "deis":
         d = s.deis
         sampler = get_deis_sampler(sde, shape, d.num_steps, method=d.method.lower(), order=d.order,
-                                   grid=d.grid, rho=d.rho, precond=precond)
+                                   grid=d.grid, rho=d.rho, precond=precond, check_finite=check_finite)
     else:
         raise ValueError(f"config.sampling.method={s.method!r} is not one of {METHODS}")
     return sampler.with_inverse_scaler(inverse_scaler)

@@ -19,6 +19,7 @@ applies P to its drift and M to its noise, which is the same rule.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, Optional, Tuple
 
 import jax
@@ -190,8 +191,20 @@ def pc_solve(rng: Array, score_fn: ScoreFn, precond: Preconditioner, *, sde: SDE
     return (x_mean if denoise else x), ({"first_bad": first_bad} if check_finite else {})
 
 
-def check_pc_settings(sde: SDE, predictor: str, corrector: str, n_steps: int, probability_flow: bool) -> None:
-    """Refuse predictor/corrector settings that no PC loop (sampler, inpainter, colorizer) can run."""
+def check_settings(sde: SDE, predictor: str, corrector: str, n_steps: int, probability_flow: bool,
+                   snr: float = 0.16) -> None:
+    """Raise ValueError naming the setting and the fix for PC settings that cannot run.
+
+    snr enters the Langevin step as (snr · ‖z‖ / ‖grad‖)² (score_sde): snr <= 0 gives a zero
+    or sign-blind step and NaN/Inf makes every sample NaN, so both are refused here.
+    """
+    try:
+        snr_ok = math.isfinite(float(snr)) and float(snr) > 0
+    except (TypeError, ValueError):
+        snr_ok = False
+    if not snr_ok:
+        raise ValueError(f"snr (config.sampling.snr) must be a finite number > 0, got {snr!r}; "
+                         "score_sde uses 0.16 (VE) / 0.01 (VP)")
     if predictor not in PREDICTORS:
         raise ValueError(f"unknown predictor {predictor!r}; choose one of {sorted(PREDICTORS)}")
     if corrector not in CORRECTORS:
@@ -205,12 +218,14 @@ def check_pc_settings(sde: SDE, predictor: str, corrector: str, n_steps: int, pr
             raise ValueError(f"ancestral_sampling supports VESDE and VPSDE only, not {type(sde).__name__}")
 
 
+
+
 def pc_sampler(setup: PDSSetup, shape, predictor: str = "reverse_diffusion", corrector: str = "langevin",
                snr: float = 0.16, n_steps: int = 1, probability_flow: bool = False, denoise: bool = True,
                inverse_scaler: Optional[Callable[[Array], Array]] = None,
                batch_sharding: Optional[jax.sharding.Sharding] = None, check_finite: bool = False) -> Sampler:
     """The PC `Sampler` of a resolved `pds_jax.pds.PDSSetup` (schedule, α, preconditioner)."""
-    check_pc_settings(setup.sde, predictor, corrector, n_steps, probability_flow)
+    check_settings(setup.sde, predictor, corrector, n_steps, probability_flow, snr)
     shape = check_shape(shape)
     precond = setup.precond
     if tuple(precond.shape) != shape[1:]:

@@ -36,10 +36,43 @@ from typing import Any, Callable, Mapping, Optional, Tuple
 
 import jax
 import numpy as np
+from jax.tree_util import Partial
 
 from pds_jax.samplers.common import as_partial
 
 Array = jax.Array
+
+
+# The settings that usually make each method diverge (config names, as in run.json).
+FINITE_HINTS = {
+    "pc": "the PDS filters are too strong for the steps run, or the Langevin step is too large: "
+          "lower sampling.pds.speed_up, raise sampling.pds.alpha, or lower sampling.snr (or check the "
+          "score function)",
+    "ode": "too few steps for the solver: raise sampling.ode.num_steps or choose another sampling.ode.solver "
+           "(e.g. heun, rk45), or check the score function",
+    "deis": "too few steps for the DEIS order: raise sampling.deis.num_steps or lower sampling.deis.order "
+            "(or check the score function)",
+}
+
+
+def _shape_checked(score_fn: Callable, x: Array, t: Array) -> Array:
+    score = score_fn(x, t)
+    if tuple(score.shape) != tuple(x.shape):
+        raise ValueError(
+            f"score_fn returned shape {tuple(score.shape)} for x of shape {tuple(x.shape)} (NHWC) and t "
+            f"of shape {tuple(jax.numpy.shape(t))}; a score has the shape of x, one per image — a "
+            "different batch size would be broadcast into wrong samples. Fix score_fn(x, t) to "
+            "return an array of x's shape")
+    return score
+
+
+def checked_score_fn(score_fn: Callable) -> Partial:
+    """`score_fn` wrapped so that every call checks, at trace time, score.shape == x.shape.
+
+    Shapes are static under `jit`, so the check runs once while tracing and adds no
+    operation to the compiled program (the numbers are unchanged).
+    """
+    return Partial(_shape_checked, as_partial(score_fn))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +117,7 @@ class Sampler:
         return rng if self.prior is None else self.prior(rng)
 
     def _run(self, start: Array, score_fn: Callable, operands: Tuple[Any, ...]):
-        x, stats = self.solve(start, score_fn, *operands)
+        x, stats = self.solve(start, checked_score_fn(score_fn), *operands)
         if self.inverse_scaler is not None:
             x = self.inverse_scaler(x)
         return x, stats
@@ -125,5 +158,5 @@ class Sampler:
             return
         where = f"first at step {first_bad} of {self.num_steps}" if first_bad >= 0 else "in its output"
         raise FloatingPointError(
-            f"{self.method} sampler produced NaN/Inf {where}; check the score function, the snr, and "
-            "the preconditioner filters")
+            f"{self.method} sampler produced non-finite values (NaN/Inf) {where}; probable cause: "
+            f"{FINITE_HINTS.get(self.method, 'the score function or the settings')}")
