@@ -218,8 +218,6 @@ def check_settings(sde: SDE, predictor: str, corrector: str, n_steps: int, proba
             raise ValueError(f"ancestral_sampling supports VESDE and VPSDE only, not {type(sde).__name__}")
 
 
-
-
 def pc_sampler(setup: PDSSetup, shape, predictor: str = "reverse_diffusion", corrector: str = "langevin",
                snr: float = 0.16, n_steps: int = 1, probability_flow: bool = False, denoise: bool = True,
                inverse_scaler: Optional[Callable[[Array], Array]] = None,
