@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from pds_jax.io_utils import atomic_write_json  # noqa: E402
-from pds_jax.modes.likelihood import load_results  # noqa: E402
+from pds_jax.likelihood import load_results  # noqa: E402
 
 SUMMARY_KEYS = ("num_images", "batch_size", "split", "hutchinson_type", "rtol", "atol", "eps",
                 "uniform_dequantization", "offset", "bpd_mean", "bpd_standard_error", "bpd_std",

@@ -38,7 +38,9 @@ rules (`_solve_rk45`). NFE counts evaluations of the ODE right-hand side (scipy'
 from __future__ import annotations
 
 import functools
+import glob
 import math
+import os
 from typing import Callable, NamedTuple, Optional, Tuple
 
 import jax
@@ -46,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from pds_jax.io_utils import load_npz
 from pds_jax.samplers.common import as_partial
 from pds_jax.samplers.runge_kutta import DORMAND_PRINCE
 from pds_jax.sde import SDE, batch_mul
@@ -324,3 +327,32 @@ def oracle_bpd(oracle, sde: SDE, x: Array, eps: float, offset: float = 8.0) -> T
     mismatch = sde.prior_logp(z) - gaussian_logp(oracle, z, m_T, s_T)
     to_bpd = lambda lp: -lp / (dim * np.log(2.0)) + offset
     return to_bpd(logp), to_bpd(logp + mismatch)
+
+
+# --------------------------------------------------------------------------- #
+# A --mode=likelihood run's batch files (batches/batch_<k>.npz: bpd, nfe, seconds).
+# --------------------------------------------------------------------------- #
+
+def load_results(batch_dir: str):
+    """(bpd of all images, NFE per batch, seconds per batch) of a run's batch files."""
+    bpds, nfes, seconds = [], [], []
+    for f in sorted(glob.glob(os.path.join(batch_dir, "batch_*.npz"))):
+        data = load_npz(f, "batch file", fix="delete it and start the run again: the batch is recomputed")
+        bpds.append(data["bpd"])
+        nfes.append(int(data["nfe"]))
+        seconds.append(float(data["seconds"]))
+    return np.concatenate(bpds), nfes, seconds
+
+
+def summarize(bpd: np.ndarray, nfes, seconds) -> dict:
+    n = int(bpd.size)
+    return {
+        "num_images": n,
+        "bpd_mean": float(bpd.mean()),
+        "bpd_standard_error": float(bpd.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
+        "bpd_std": float(bpd.std(ddof=1)) if n > 1 else None,
+        "nfe_per_batch": nfes,
+        "nfe_mean": float(np.mean(nfes)),
+        "seconds_per_batch": seconds,
+        "wall_time_s": float(np.sum(seconds)),
+    }

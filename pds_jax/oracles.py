@@ -14,7 +14,7 @@ and the probability-flow ODE is solved exactly, mode by mode, by
     x(t₂) − m₂ μ = Uᴴ diag(√(v₂ / v₁)) U (x(t₁) − m₁ μ),   v = m² λ + s².
 
 (y = x̂ − m μ̂ obeys y' = (f + g²/(2v)) y and v' = 2 f v + g², so y ∝ √v.) This makes
-the oracle a ground truth for samplers (DESIGN.md §5) and a demo "model" whose
+the oracle a ground truth for samplers (docs/design.md §5) and a demo "model" whose
 frequency statistics PDS can exploit.
 """
 
@@ -129,7 +129,7 @@ class GaussianOracle:
         return m2 * self.mean[None] + _spectral_multiply(x - m1 * self.mean[None], jnp.sqrt(v2 / v1))
 
     def filter_statistics(self) -> Tuple[np.ndarray, np.ndarray]:
-        """Expected PDS statistics (R, A) of the data, exactly as DESIGN §3 defines them.
+        """Expected PDS statistics (R, A) of the data, exactly as docs/design.md §3 defines them.
 
         R = log(1 + E|F x|²) with the unnormalised FFT: E|F x|²_k = HW λ_k + |F μ|²_k.
         A = E x² = μ² + diag Σ = μ² + mean_k λ_k (per channel).

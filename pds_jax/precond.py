@@ -15,7 +15,7 @@ grids) the half-spectrum `rfft2`/`irfft2` pair computes K exactly at half the co
 otherwise the full complex FFT with the real part reproduces the official code.
 
 PDS multiplies the score drift of the predictor and the corrector by P and all
-injected noise (the prior sample included) by M (DESIGN.md §3). An optional
+injected noise (the prior sample included) by M (docs/design.md §3). An optional
 solenoidal term ω S with a skew-symmetric S (Theorem 1 of the paper) is added to
 the drift: dx = (ε²/2)(M Mᵀ + ω S) ∇log p dt + ε M dw keeps the stationary law.
 """
@@ -35,7 +35,7 @@ NORMALIZATIONS = ("normalized", "legacy")
 
 
 # --------------------------------------------------------------------------- #
-# Filters from raw statistics (DESIGN §3).
+# Filters from raw statistics (docs/design.md §3).
 # --------------------------------------------------------------------------- #
 
 def _check_alpha(alpha: float) -> float:
@@ -243,7 +243,7 @@ class Preconditioner:
     @classmethod
     def from_arrays(cls, freq=None, space=None, alpha: float = 5.0, mode: str = "normalized",
                     fft: str = "auto", solenoidal_omega: float = 0.0) -> "Preconditioner":
-        """From raw statistics R (freq) and A (space), (H, W, C) each or None (DESIGN §3)."""
+        """From raw statistics R (freq) and A (space), (H, W, C) each or None (docs/design.md §3)."""
         if freq is None and space is None:
             raise ValueError("from_arrays needs freq and/or space statistics; use "
                              "Preconditioner.identity(shape) for the vanilla sampler")

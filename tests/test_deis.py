@@ -18,7 +18,7 @@ from pds_jax.samplers import deis, ei_tables, grids, ode
 from pds_jax.sde import VESDE, VPSDE, subVPSDE
 
 KEY = jax.random.PRNGKey(0)
-TOY_VE = VESDE(sigma_min=0.01, sigma_max=50.0)  # DESIGN §5 toy problem: σ ∈ [0.01, 50]
+TOY_VE = VESDE(sigma_min=0.01, sigma_max=50.0)  # docs/design.md §5 toy problem: σ ∈ [0.01, 50]
 
 
 def rmse(a, b):
@@ -172,7 +172,7 @@ def test_rk_stage_times_lie_on_rho_between_grid_points():
 # --------------------------------------------------------------------------- #
 
 def test_tab3_meets_published_toy_accuracy():
-    """N(0, 0.5² I), σ ∈ [0.01, 50], EDM ρ-grid κ = 7 (DESIGN §5: ≈ 8e-3 at 10, 7.5e-4 at 20)."""
+    """N(0, 0.5² I), σ ∈ [0.01, 50], EDM ρ-grid κ = 7 (docs/design.md §5: ≈ 8e-3 at 10, 7.5e-4 at 20)."""
     shape = (32, 8, 8, 1)
     oracle = GaussianOracle.isotropic(shape[1:], std=0.5)
     exact = exact_ode_solution(oracle, TOY_VE, shape, 0.0)

@@ -29,8 +29,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pds_jax.data import get_data_inverse_scaler, get_data_scaler, get_dataset
-from pds_jax.io_utils import atomic_save_npz, atomic_write_json, load_npz
-from pds_jax.likelihood import get_likelihood_fn
+from pds_jax.io_utils import atomic_save_npz, atomic_write_json
+from pds_jax.likelihood import get_likelihood_fn, load_results, summarize
 from pds_jax.modes.common import load_score_fn, output_dir, run_header, run_inputs, write_progress
 
 SPLITS = ("test", "train")
@@ -83,31 +83,6 @@ def compute_batches(likelihood_fn, score_fn, batches, config, batch_dir: str, to
                              "--config.eval.bpd_rtol / bpd_atol or check the checkpoint.")
         atomic_save_npz(path, {"bpd": bpd, "nfe": np.int64(nfe), "seconds": np.float64(timings[k])})
     return timings
-
-
-def load_results(batch_dir: str):
-    """(bpd of all images, NFE per batch, seconds per batch) of a run's batch files."""
-    bpds, nfes, seconds = [], [], []
-    for f in sorted(glob.glob(os.path.join(batch_dir, "batch_*.npz"))):
-        data = load_npz(f, "batch file", fix="delete it and start the run again: the batch is recomputed")
-        bpds.append(data["bpd"])
-        nfes.append(int(data["nfe"]))
-        seconds.append(float(data["seconds"]))
-    return np.concatenate(bpds), nfes, seconds
-
-
-def summarize(bpd: np.ndarray, nfes, seconds) -> dict:
-    n = int(bpd.size)
-    return {
-        "num_images": n,
-        "bpd_mean": float(bpd.mean()),
-        "bpd_standard_error": float(bpd.std(ddof=1) / math.sqrt(n)) if n > 1 else None,
-        "bpd_std": float(bpd.std(ddof=1)) if n > 1 else None,
-        "nfe_per_batch": nfes,
-        "nfe_mean": float(np.mean(nfes)),
-        "seconds_per_batch": seconds,
-        "wall_time_s": float(np.sum(seconds)),
-    }
 
 
 def run(config, workdir: str, folder: str = "likelihood") -> dict:

@@ -1,7 +1,7 @@
 """DEIS: exponential-integrator samplers of the probability-flow ODE (VE, VP, sub-VP).
 
 Zhang & Chen, "Fast Sampling of Diffusion Models with Exponential Integrator"
-(DEIS, arXiv 2204.13902); DESIGN §5. In DEIS variables (see `grids`)
+(DEIS, arXiv 2204.13902); docs/design.md §5. In DEIS variables (see `grids`)
 
     y = x / α(t),   ρ = s(t) / α(t),   dy/dρ = ε(x, t) = −s(t) · score(x, t),
 

@@ -18,7 +18,7 @@ where ℓ_j is the Lagrange basis through the nodes i, i−1, ..., i−r in
 and iPNDM uses the fixed Adams–Bashforth weights of a uniform grid times the DDIM
 step α_{i+1}(ρ_{i+1} − ρ_i). Warm start: the first steps use r = min(i, order);
 unused columns are zero. (DEIS, Zhang & Chen 2022, arXiv 2204.13902, Sec. 4; iPNDM
-from the DEIS paper's appendix and k-diffusion's `sample_ipndm`; DESIGN §5.)
+from the DEIS paper's appendix and k-diffusion's `sample_ipndm`; docs/design.md §5.)
 
 Closed forms are used where they exist:
   * VE tAB: with u = log σ, ∫ e^u ℓ_j(u) du is a sum of exponential moments
@@ -44,7 +44,7 @@ from pds_jax.sde import SDE, VESDE
 
 MAX_MULTISTEP_ORDER = 3
 
-# Adams–Bashforth weights of a uniform grid, r = 0..3 (iPNDM, DESIGN §5).
+# Adams–Bashforth weights of a uniform grid, r = 0..3 (iPNDM, docs/design.md §5).
 IPNDM_WEIGHTS = (
     (1.0,),
     (3.0 / 2, -1.0 / 2),

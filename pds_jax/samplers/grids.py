@@ -10,7 +10,7 @@ the probability-flow ODE of *any* of them is
 
     dy/dρ = ε(x, t) = −s(t) · ∇log p_t(x)                                        (★)
 
-(for VE, α ≡ 1 and ρ = σ: dx/dσ = −σ · score, DESIGN §5). The samplers precompute
+(for VE, α ≡ 1 and ρ = σ: dx/dσ = −σ · score, docs/design.md §5). The samplers precompute
 everything that depends only on the schedule at build time, in float64 NumPy, with
 each SDE's own closed forms (`sde.np_alpha`, `np_std`, `np_rho`, `np_t_of_rho`; no
 float32 round trips through `jnp`).

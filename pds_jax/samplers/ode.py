@@ -1,7 +1,7 @@
 """Probability-flow ODE samplers: fixed-grid Euler / Heun and adaptive Dormand–Prince RK45.
 
 The probability-flow ODE of an SDE dx = f dt + g dw (Song et al. 2021, score_sde,
-Eq. 13; DESIGN §5) is
+Eq. 13; docs/design.md §5) is
 
     dx/dt = f(x, t) − ½ g(t)² score(x, t).
 
