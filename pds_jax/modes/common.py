@@ -4,7 +4,6 @@ resumable batch loops and run folders, run metadata."""
 from __future__ import annotations
 
 import datetime
-import glob
 import json
 import os
 import time
@@ -14,13 +13,12 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from pds_jax import pds, resources
+from pds_jax import batch_files, distributed, pds, resources
 from pds_jax import images as image_io
-from pds_jax.io_utils import atomic_save_npz
 from pds_jax.provenance import config_hash, device_info
 from pds_jax.samplers import get_sampler
 from pds_jax.score_model import load_score_model
-from pds_jax.sharding import batch_sharding
+from pds_jax.sharding import batch_sharding, data_mesh
 
 GRID_SIZE = 64
 
@@ -108,7 +106,14 @@ def build_sampler(config, sde, shape, inverse_scaler):
     deterministic samplers (ODE, DEIS) have no use for the PDS section.
     """
     setup = pds.from_config(config, sde) if str(config.sampling.method).lower() == "pc" else None
-    sharding = batch_sharding() if jax.device_count() > 1 and shape[0] % jax.device_count() == 0 else None
+    sharding = None
+    if jax.device_count() > 1 and shape[0] % jax.device_count() == 0:
+        # One mesh over the devices of all processes: the batch is one global array.
+        sharding = batch_sharding(data_mesh(jax.devices()))
+    elif jax.process_count() > 1:
+        raise ValueError(f"the batch size {shape[0]} must be a multiple of the {jax.device_count()} devices "
+                         f"of the {jax.process_count()} processes (set config.sampling.batch_size or "
+                         "config.eval.batch_size accordingly)")
     sampler = get_sampler(config, sde, shape, inverse_scaler=inverse_scaler, batch_sharding=sharding,
                           setup=setup)
     return sampler, setup
@@ -122,7 +127,24 @@ def sampler_report(sampler, setup) -> dict:
 
 
 def output_dir(workdir: str, name: str, config) -> str:
-    """`<workdir>/<name>` to resume (same config, unfinished), else the next free name."""
+    """`<workdir>/<name>` to resume (same config, unfinished), else the next free name.
+
+    With several processes process 0 chooses (and creates) it and broadcasts the path, so
+    all processes write into the same folder of the shared workdir.
+    """
+    if distributed.process_count() == 1:
+        return _choose_output_dir(workdir, name, config)
+    chosen = np.zeros(4096, np.uint8)
+    if distributed.is_main():
+        encoded = os.path.abspath(_choose_output_dir(workdir, name, config)).encode()
+        if len(encoded) >= chosen.size:
+            raise ValueError(f"--workdir {workdir!r} is too long a path (over {chosen.size - 1} bytes)")
+        chosen[:len(encoded)] = np.frombuffer(encoded, np.uint8)
+    chosen = np.asarray(distributed.broadcast(chosen))
+    return bytes(chosen[chosen != 0]).decode()
+
+
+def _choose_output_dir(workdir: str, name: str, config) -> str:
     os.makedirs(workdir, exist_ok=True)
     k = 0
     while True:
@@ -140,34 +162,32 @@ def output_dir(workdir: str, name: str, config) -> str:
 
 
 def draw_batches(sampler, score_fn, key, num_batches: int, batch_dir: str, desc: str = "sampling") -> dict:
-    """Draw the batches of a resumable run that are not on disk yet.
+    """Draw the batches of a resumable run that are not on disk yet (on every process).
 
     Batch k uses the key `fold_in(key, k)` and is written atomically, as soon as it is
-    done, to `<batch_dir>/batch_<k>.npz` (uint8 NHWC `images` and its `nfe`), so an
-    interrupted run redrawn with the same key gives the same images. Returns
-    {k: {'seconds', 'nfe'}} for the batches drawn by this call (the first includes
-    the compile).
+    done (`pds_jax.batch_files`: uint8 NHWC `images` and its `nfe`; with several processes
+    each writes the rows it holds), so an interrupted run redrawn with the same key gives
+    the same images. Process 0 decides which batches are missing and broadcasts the list,
+    so all processes run the same sequence of (collective) sampler calls. Returns
+    {k: {'seconds', 'nfe'}} for the batches drawn by this call (the first includes the
+    compile); every process has returned only once all batches are written.
     """
+    todo = np.zeros(num_batches, np.int32)
+    if distributed.is_main():
+        todo[batch_files.missing(batch_dir, num_batches)] = 1
+    todo = np.asarray(distributed.broadcast(todo))
     drawn = {}
-    for b in tqdm(range(num_batches), desc=desc, unit="batch"):
-        path = os.path.join(batch_dir, f"batch_{b:05d}.npz")
-        if os.path.exists(path):
-            continue
+    for b in tqdm(np.flatnonzero(todo).tolist(), desc=desc, unit="batch", disable=not distributed.is_main()):
         start = time.perf_counter()
         x, nfe = sampler(jax.random.fold_in(key, b), score_fn)
-        x = np.asarray(jax.device_get(x))
+        rows, x = batch_files.local_rows(x)
         drawn[b] = {"seconds": time.perf_counter() - start, "nfe": int(nfe)}
         check_finite(x, f"batch {b} in {batch_dir}")
-        atomic_save_npz(path, {"images": image_io.to_uint8(x), "nfe": np.int64(nfe)})
+        batch_files.save(batch_dir, b, rows, image_io.to_uint8(x), nfe, sampler.shape[0])
+    distributed.barrier(f"batches drawn in {batch_dir}")
     return drawn
 
 
 def load_batches(batch_dir: str, num_samples: int):
-    """(images uint8 NHWC [:num_samples], per-batch NFE or None where unknown) of a run's batches."""
-    files = sorted(glob.glob(os.path.join(batch_dir, "batch_*.npz")))
-    images, nfes = [], []
-    for f in files:
-        with np.load(f) as data:
-            images.append(data["images"])
-            nfes.append(int(data["nfe"]) if "nfe" in data.files else None)
-    return np.concatenate(images)[:num_samples], nfes
+    """(images uint8 NHWC [:num_samples] in global order, per-batch NFE or None where unknown)."""
+    return batch_files.load(batch_dir, num_samples)

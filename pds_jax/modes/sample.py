@@ -19,6 +19,7 @@ import os
 import jax
 import numpy as np
 
+from pds_jax import distributed
 from pds_jax import images as image_io
 from pds_jax.data import get_data_inverse_scaler
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
@@ -36,14 +37,22 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
     sampler, setup = build_sampler(config, sde, shape, get_data_inverse_scaler(config))
 
     out = output_dir(workdir, folder, config)
-    atomic_write_json(os.path.join(out, "progress.json"),
-                      {"config_hash": config_hash(config), "complete": False}, overwrite=True)
+    if distributed.is_main():
+        atomic_write_json(os.path.join(out, "progress.json"),
+                          {"config_hash": config_hash(config), "complete": False}, overwrite=True)
     key = jax.random.PRNGKey(config.sampling.seed)
     n_batches = math.ceil(num_samples / batch)
     drawn = draw_batches(sampler, score_fn, key, n_batches, os.path.join(out, "batches"),
                          desc=f"sampling {num_samples} images")
     timings = {b: d["seconds"] for b, d in drawn.items()}
+    report = _write_outputs(config, out, ckpt, sampler, setup, timings, n_batches) if distributed.is_main() else {}
+    distributed.barrier(f"outputs written in {out}")  # process 0 is the last to read the batch files
+    return report
 
+
+def _write_outputs(config, out, ckpt, sampler, setup, timings, n_batches) -> dict:
+    """Process 0: samples.npz, PNGs, grid and run.json from the batch files of all processes."""
+    num_samples, batch = int(config.sampling.num_samples), int(config.sampling.batch_size)
     samples, nfes = load_batches(os.path.join(out, "batches"), num_samples)
     atomic_save_npz(os.path.join(out, "samples.npz"), {"images": samples}, overwrite=True)
     for i, img in enumerate(samples):
@@ -63,6 +72,7 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
         "first_batch_s_incl_compile": times[0] if times else None,
         "mean_batch_s_after_compile": float(np.mean(times[1:])) if len(times) > 1 else None,
         "resumed_batches": n_batches - len(timings),
+        "num_processes": distributed.process_count(),
     })
     atomic_write_json(os.path.join(out, "run.json"), report, overwrite=True)
     atomic_write_json(os.path.join(out, "progress.json"),

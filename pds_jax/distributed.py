@@ -1,0 +1,154 @@
+"""Start-up of JAX's multi-controller runtime, and the few cross-process helpers the modes use.
+
+One program runs on every host (process); `jax.distributed.initialize` connects them
+through a coordinator (process 0's host:port), after which `jax.devices()` lists the
+devices of all processes and a jitted program over a mesh of them runs as one SPMD
+program. Each process still only *holds* the shards of its local devices.
+
+Without any of the flags nothing happens (single process, `jax.process_count() == 1`),
+and every helper here reduces to the identity, so the modes call them unconditionally.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Optional
+
+import numpy as np
+
+# A peer that never arrives fails start-up after this long (jax's default is 5 minutes);
+# one that dies mid-run is declared dead after the heartbeat timeout (jax: 100 s).
+INITIALIZATION_TIMEOUT_S = 120
+HEARTBEAT_TIMEOUT_S = 60
+SHUTDOWN_TIMEOUT_S = 60
+ENV_INIT_TIMEOUT = "PDS_JAX_DISTRIBUTED_INIT_TIMEOUT"
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedFlags:
+    """What the command line asked for: explicit coordinates, auto-detection, or nothing."""
+
+    coordinator_address: Optional[str] = None
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
+    auto: bool = False
+
+    @property
+    def requested(self) -> bool:
+        return self.auto or any(v is not None for v in (self.coordinator_address, self.num_processes,
+                                                         self.process_id))
+
+
+def check_flags(flags: DistributedFlags) -> None:
+    """ValueError (naming the flag) for an incomplete or inconsistent explicit set."""
+    if not flags.requested or flags.auto and flags.coordinator_address is None:
+        if flags.auto and (flags.num_processes is not None or flags.process_id is not None):
+            raise ValueError("--num_processes/--process_id need --coordinator_address; with "
+                             "--distributed alone they are auto-detected (TPU, SLURM, Open MPI)")
+        return
+    missing = [name for name, v in (("--coordinator_address", flags.coordinator_address),
+                                    ("--num_processes", flags.num_processes),
+                                    ("--process_id", flags.process_id)) if v is None]
+    if missing:
+        raise ValueError(f"multi-process start-up needs {', '.join(missing)} as well (or pass "
+                         "--distributed alone to auto-detect them on TPU/SLURM/Open MPI)")
+    host, _, port = flags.coordinator_address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--coordinator_address must be host:port, got {flags.coordinator_address!r}")
+    if flags.num_processes < 1 or not 0 <= flags.process_id < flags.num_processes:
+        raise ValueError(f"--process_id must be in [0, --num_processes) = [0, {flags.num_processes}), "
+                         f"got {flags.process_id}")
+
+
+def initialize(flags: DistributedFlags) -> bool:
+    """Start the multi-controller runtime if asked (before any other JAX call); True if started.
+
+    On CPU the cross-process collectives go through gloo (XLA's CPU backend has no
+    other). The timeouts make a missing peer an error within minutes instead of a hang.
+    Every process logs one line: process i of n, local / global device counts.
+    """
+    check_flags(flags)
+    if not flags.requested:
+        return False
+    import jax
+
+    if "cpu" in os.environ.get("JAX_PLATFORMS", "").lower() or not _has_accelerator():
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    explicit = {} if flags.coordinator_address is None else {
+        "coordinator_address": flags.coordinator_address, "num_processes": flags.num_processes,
+        "process_id": flags.process_id}
+    jax.distributed.initialize(
+        **explicit,
+        initialization_timeout=int(os.environ.get(ENV_INIT_TIMEOUT, INITIALIZATION_TIMEOUT_S)),
+        heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S, shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
+    print(f"process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} local "
+          f"device(s), {jax.device_count()} global ({jax.devices()[0].platform})", flush=True)
+    return True
+
+
+def _has_accelerator() -> bool:
+    """Whether a TPU/GPU plugin is installed (without initialising a backend)."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("libtpu", "jax_cuda12_plugin",
+                                                                 "jax_cuda13_plugin", "jax_rocm60_plugin"))
+
+
+def process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def process_count() -> int:
+    import jax
+
+    return jax.process_count()
+
+
+def is_main() -> bool:
+    """Whether this is process 0, the one that prints and writes the shared outputs."""
+    return process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches `name` (a no-op for one process)."""
+    if process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def broadcast(value: Any) -> Any:
+    """Process 0's `value` (a pytree of numpy arrays / scalars) on every process."""
+    if process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.broadcast_one_to_all(value)
+
+
+def sum_over_processes(tree: Any) -> Any:
+    """The float64 sum over processes of a pytree of host numpy arrays (identity for one process).
+
+    Gathered with `process_allgather` and summed on the host in process order, so every
+    process gets the same bits. float64 arrays are sent as pairs of float32 words
+    (bit-exact) because JAX without x64 would truncate them.
+    """
+    if process_count() == 1:
+        return tree
+    import jax
+    from jax.experimental import multihost_utils
+
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    words = [np.ascontiguousarray(np.asarray(leaf, np.float64)).view(np.uint32) for leaf in leaves]
+    gathered = multihost_utils.process_allgather(words, tiled=False)
+    sums = [np.asarray(g).view(np.float64).sum(axis=0) for g in gathered]
+    return jax.tree_util.tree_unflatten(treedef, [s.reshape(np.shape(leaf)) for s, leaf in zip(sums, leaves)])
+
+
+def my_part(n: int) -> slice:
+    """This process's contiguous share of n items: process i of P gets [i·n//P, (i+1)·n//P)."""
+    i, p = process_index(), process_count()
+    return slice(i * n // p, (i + 1) * n // p)
