@@ -133,19 +133,30 @@ def sum_over_processes(tree: Any) -> Any:
     """The float64 sum over processes of a pytree of host numpy arrays (identity for one process).
 
     Gathered with `process_allgather` and summed on the host in process order, so every
-    process gets the same bits. float64 arrays are sent as pairs of float32 words
-    (bit-exact) because JAX without x64 would truncate them.
+    process gets the same bits. float64 arrays travel as pairs of uint32 words (bit-exact)
+    because JAX without x64 would truncate them to float32.
     """
     if process_count() == 1:
         return tree
     import jax
+
+    return jax.tree_util.tree_map(lambda g: g.sum(axis=0), gather_over_processes(tree))
+
+
+def gather_over_processes(tree: Any) -> Any:
+    """Every process's pytree of host numpy arrays (same shapes everywhere), stacked on a new
+    leading axis in process order, float64 bit-exact (see `sum_over_processes`)."""
+    import jax
+
+    if process_count() == 1:
+        return jax.tree_util.tree_map(lambda leaf: np.asarray(leaf, np.float64)[None], tree)
     from jax.experimental import multihost_utils
 
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     words = [np.ascontiguousarray(np.asarray(leaf, np.float64)).view(np.uint32) for leaf in leaves]
     gathered = multihost_utils.process_allgather(words, tiled=False)
-    sums = [np.asarray(g).view(np.float64).sum(axis=0) for g in gathered]
-    return jax.tree_util.tree_unflatten(treedef, [s.reshape(np.shape(leaf)) for s, leaf in zip(sums, leaves)])
+    stacked = [np.asarray(g).view(np.float64).reshape((-1,) + np.shape(leaf)) for g, leaf in zip(gathered, leaves)]
+    return jax.tree_util.tree_unflatten(treedef, stacked)
 
 
 def my_part(n: int) -> slice:

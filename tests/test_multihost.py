@@ -1,0 +1,144 @@
+"""Multi-controller runs on CPU: 2 real processes × 4 devices against 1 process × 8 devices.
+
+The processes talk through JAX's coordinator on 127.0.0.1 and gloo collectives. The same
+config and key must give the same uint8 samples (sample, eval: the batch is one global
+array over the 8 devices either way), the same filter statistics (estimate: disjoint
+per-process pieces of the images, float64 sums added over processes) and the same FID
+(eval: per-process feature moments merged). A peer that never comes must be an error
+within a bounded time, not a hang.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from pds_jax import checkpoints
+from pds_jax.feature_nets import CLASSIFIER_TRAIN_STATS
+from tests import multihost_helpers as mh
+from tests.cli_helpers import run_cli
+from tests.model_helpers import random_params
+
+CONFIG = '''"""fashion_mnist_pds with an nf = 4 model, 4 PDS steps, an 'arrays' dataset (multihost tests)."""
+from pds_jax.configs.fashion_mnist_pds import get_config as get_base_config
+
+
+def get_config():
+    config = get_base_config()
+    config.model.update(dict(nf=4, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0,
+                             num_scales=4))
+    config.data.dataset = 'arrays'
+    config.data.folder = {images!r}
+    config.sampling.checkpoint = {checkpoint!r}
+    config.sampling.pds.speed_up = 1.0
+    config.sampling.pds.alpha = 5.0
+    config.sampling.batch_size = 8       # one row per device of the 8
+    config.sampling.num_samples = 12     # two batches, the second cut
+    config.eval.num_samples = 12
+    config.eval.batch_size = 8
+    config.eval.stats_file = {stats!r}
+    config.estimate.num_images = 13      # odd: the two processes get 6 and 7
+    config.estimate.batch_size = 4
+    return config
+'''
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """{'config': a config file, 'root': a folder}: random NCSN++ weights, 20 random 32×32 images."""
+    from pds_jax.config_loader import load_config
+
+    root = tmp_path_factory.mktemp("multihost")
+    images, ckpt = str(root / "images.npy"), str(root / "ckpt")
+    np.save(images, np.random.default_rng(0).integers(0, 256, (20, 32, 32), dtype=np.uint8))
+    config_file = str(root / "config.py")
+    with open(config_file, "w") as f:
+        f.write(CONFIG.format(images=images, checkpoint=ckpt, stats=CLASSIFIER_TRAIN_STATS))
+    config = load_config(config_file)
+    params = random_params(config, seed=1, scale=0.05)
+    state = checkpoints.make_score_sde_state(1, params, params, params, params, 0, 2e-4, 0.999,
+                                             np.zeros(2, np.uint32))
+    checkpoints.save_checkpoint(ckpt, state, step=1)
+    return {"config": config_file, "root": root}
+
+
+def _args(setup, workdir, mode):
+    return [f"--config={setup['config']}", f"--workdir={workdir}", f"--mode={mode}"]
+
+
+def _one_and_two(tmp_path_factory, setup, mode):
+    """(workdir of 1 process × 8 devices, workdir of 2 processes × 4 devices, 2-process outputs)."""
+    one, two = str(setup["root"] / f"{mode}_1x8"), str(setup["root"] / f"{mode}_2x4")
+    mh.run_processes(tmp_path_factory, _args(setup, one, mode), 1, 8)
+    results = mh.run_processes(tmp_path_factory, _args(setup, two, mode), 2, 4)
+    return one, two, results
+
+
+def _read(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_sample_two_processes_equal_one_and_resume(tmp_path_factory, setup):
+    one, two, results = _one_and_two(tmp_path_factory, setup, "sample")
+    a = np.load(os.path.join(one, "samples", "samples.npz"))["images"]
+    b = np.load(os.path.join(two, "samples", "samples.npz"))["images"]
+    assert a.shape == (12, 32, 32, 1) and a.std() > 1
+    np.testing.assert_array_equal(a, b)
+    batches = sorted(os.listdir(os.path.join(two, "samples", "batches")))
+    assert batches == [f"batch_0000{k}_p000{i}.npz" for k in (0, 1) for i in (0, 1)]
+    with np.load(os.path.join(two, "samples", "batches", "batch_00000_p0001.npz")) as part:
+        np.testing.assert_array_equal(part["rows"], np.arange(4, 8))  # process 1 holds devices 4..7
+    assert _read(os.path.join(two, "samples", "run.json"))["num_processes"] == 2
+    # One line per process on stdout from process 1 (start-up), the summary only from process 0.
+    assert "wrote 12 samples" in results[0][1] and "wrote" not in results[1][1]
+    assert "process 1 of 2: 4 local device(s), 8 global" in results[1][1]
+
+    # Resume: a batch that one process had not written is drawn again, the other is kept.
+    out = os.path.join(two, "samples")
+    os.remove(os.path.join(out, "batches", "batch_00001_p0000.npz"))
+    os.remove(os.path.join(out, "samples.npz"))
+    with open(os.path.join(out, "progress.json")) as f:
+        progress = json.load(f)
+    with open(os.path.join(out, "progress.json"), "w") as f:
+        json.dump(dict(progress, complete=False), f)
+    mh.run_processes(tmp_path_factory, _args(setup, two, "sample"), 2, 4)
+    assert _read(os.path.join(out, "run.json"))["resumed_batches"] == 1
+    np.testing.assert_array_equal(np.load(os.path.join(out, "samples.npz"))["images"], a)
+
+
+def test_estimate_two_processes_equal_one(tmp_path_factory, setup):
+    one, two, _ = _one_and_two(tmp_path_factory, setup, "estimate")
+    a, b = np.load(os.path.join(one, "filters.npz")), np.load(os.path.join(two, "filters.npz"))
+    assert int(a["count"]) == int(b["count"]) == 13
+    for key in ("sum_power", "sum_sq", "freq", "space"):
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-7, atol=0, err_msg=key)
+    assert _read(os.path.join(two, "filters.json"))["processes"] == 2
+
+
+@pytest.mark.slow
+def test_eval_two_processes_equal_one(tmp_path_factory, setup):
+    one, two, _ = _one_and_two(tmp_path_factory, setup, "eval")
+    a, b = _read(os.path.join(one, "eval", "eval.json")), _read(os.path.join(two, "eval", "eval.json"))
+    np.testing.assert_array_equal(np.load(os.path.join(one, "eval", "samples.npz"))["images"],
+                                  np.load(os.path.join(two, "eval", "samples.npz"))["images"])
+    assert a["fid"] > 1 and abs(b["fid"] - a["fid"]) <= 1e-6 * a["fid"]
+
+
+def test_a_missing_peer_is_an_error_within_a_bounded_time(tmp_path_factory, setup):
+    """Process 1 of 2 never starts: process 0 must fail after the start-up timeout (10 s here)."""
+    start = time.monotonic()
+    procs = mh.launch(tmp_path_factory, _args(setup, str(setup["root"] / "alone"), "sample"), 2, 4, skip=(1,),
+                      PDS_JAX_DISTRIBUTED_INIT_TIMEOUT="10")
+    (rc, _out, err), = mh.wait_all(procs, timeout=120, expect=None)
+    assert rc != 0, "process 0 must not succeed without its peer"
+    assert time.monotonic() - start < 100
+    assert not os.path.exists(str(setup["root"] / "alone" / "samples" / "samples.npz"))
+
+
+def test_incomplete_distributed_flags_are_a_usage_error(tmp_path_factory, setup):
+    proc = run_cli(tmp_path_factory, _args(setup, str(setup["root"] / "bad"), "sample") + ["--num_processes=2"],
+                   expect=2)
+    assert "--coordinator_address" in proc.stderr and "--process_id" in proc.stderr
