@@ -16,10 +16,13 @@ import numpy as np
 import pytest
 
 from pds_jax import checkpoints
-from pds_jax.feature_nets import CLASSIFIER_TRAIN_STATS
+from pds_jax.feature_nets import CLASSIFIER_DIR
 from tests import multihost_helpers as mh
 from tests.cli_helpers import run_cli
 from tests.model_helpers import random_params
+
+# The Fashion-MNIST test-set statistics hold the raw features, so eval computes KID too.
+TEST_STATS = os.path.join(CLASSIFIER_DIR, "fashion_mnist_test_stats.npz")
 
 CONFIG = '''"""fashion_mnist_pds with an nf = 4 model, 4 PDS steps, an 'arrays' dataset (multihost tests)."""
 from pds_jax.configs.fashion_mnist_pds import get_config as get_base_config
@@ -55,7 +58,7 @@ def setup(tmp_path_factory):
     np.save(images, np.random.default_rng(0).integers(0, 256, (20, 32, 32), dtype=np.uint8))
     config_file = str(root / "config.py")
     with open(config_file, "w") as f:
-        f.write(CONFIG.format(images=images, checkpoint=ckpt, stats=CLASSIFIER_TRAIN_STATS))
+        f.write(CONFIG.format(images=images, checkpoint=ckpt, stats=TEST_STATS))
     config = load_config(config_file)
     params = random_params(config, seed=1, scale=0.05)
     state = checkpoints.make_score_sde_state(1, params, params, params, params, 0, 2e-4, 0.999,
@@ -125,6 +128,7 @@ def test_eval_two_processes_equal_one(tmp_path_factory, setup):
     np.testing.assert_array_equal(np.load(os.path.join(one, "eval", "samples.npz"))["images"],
                                   np.load(os.path.join(two, "eval", "samples.npz"))["images"])
     assert a["fid"] > 1 and abs(b["fid"] - a["fid"]) <= 1e-6 * a["fid"]
+    assert a["kid"] is not None and abs(b["kid"]["mean"] - a["kid"]["mean"]) <= 1e-6 * abs(a["kid"]["mean"])
 
 
 def test_a_missing_peer_is_an_error_within_a_bounded_time(tmp_path_factory, setup):
