@@ -25,6 +25,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 MODES = ("sample", "compare", "estimate", "train", "eval", "benchmark", "likelihood", "inpaint", "colorize")
+MULTIHOST_MODES = ("sample", "eval", "estimate")  # the modes that run on JAX's multi-controller runtime
 HELP_FLAGS = ("-h", "--help", "-help", "-?", "--helpshort", "--helpfull")
 
 
@@ -167,6 +168,9 @@ def start_distributed() -> None:
 
     requested = distributed.DistributedFlags(FLAGS.coordinator_address, FLAGS.num_processes,
                                              FLAGS.process_id, bool(FLAGS.distributed))
+    if requested.requested and FLAGS.mode not in MULTIHOST_MODES:
+        raise app.UsageError(f"--mode={FLAGS.mode} runs on one host only; the multi-process flags work with "
+                             f"--mode={'|'.join(MULTIHOST_MODES)}", exitcode=2)
     try:
         started = distributed.initialize(requested)
     except ValueError as e:

@@ -9,6 +9,7 @@ within a bounded time, not a hang.
 """
 
 import json
+import re
 import os
 import time
 
@@ -146,3 +147,47 @@ def test_incomplete_distributed_flags_are_a_usage_error(tmp_path_factory, setup)
     proc = run_cli(tmp_path_factory, _args(setup, str(setup["root"] / "bad"), "sample") + ["--num_processes=2"],
                    expect=2)
     assert "--coordinator_address" in proc.stderr and "--process_id" in proc.stderr
+    proc = run_cli(tmp_path_factory, _args(setup, str(setup["root"] / "bad"), "train") + ["--distributed"], expect=2)
+    assert "--mode=train runs on one host only" in proc.stderr
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (dict(num_processes=2), "--coordinator_address, --process_id"),
+    (dict(coordinator_address="10.0.0.1", num_processes=2, process_id=0), "host:port"),
+    (dict(coordinator_address="10.0.0.1:1234", num_processes=2, process_id=2), "[0, 2)"),
+    (dict(auto=True, process_id=1), "need --coordinator_address"),
+])
+def test_check_flags_names_the_flag(flags, fragment):
+    from pds_jax.distributed import DistributedFlags, check_flags
+
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        check_flags(DistributedFlags(**flags))
+
+
+def test_check_flags_accepts_nothing_auto_and_a_full_set():
+    from pds_jax.distributed import DistributedFlags, check_flags
+
+    assert not DistributedFlags().requested
+    for flags in (DistributedFlags(), DistributedFlags(auto=True),
+                  DistributedFlags("127.0.0.1:1234", 2, 1), DistributedFlags("127.0.0.1:1234", 2, 1, True)):
+        check_flags(flags)
+
+
+def test_batch_files_assemble_rows_of_any_layout_and_drop_partial_batches(tmp_path):
+    """Per-process files are put back in global row order; a batch missing rows is redrawn whole."""
+    from pds_jax import batch_files
+    from pds_jax.io_utils import atomic_save_npz
+
+    images = np.arange(2 * 4 * 2).astype(np.uint8).reshape(8, 2, 1, 1)  # two batches of 4
+    folder = str(tmp_path)
+    atomic_save_npz(batch_files.path(folder, 0), {"images": images[:4], "nfe": np.int64(3)})  # one process
+    for i, rows in enumerate((np.array([2, 3]), np.array([0, 1]))):  # two processes, written out of order
+        atomic_save_npz(batch_files.path(folder, 1, i), {"images": images[4 + rows], "nfe": np.int64(3),
+                                                         "rows": rows, "batch_size": np.int64(4)})
+    assert batch_files.missing(folder, 3) == [2]
+    loaded, nfes = batch_files.load(folder, 7)
+    np.testing.assert_array_equal(loaded, images[:7])
+    assert nfes == [3, 3]
+    os.remove(batch_files.path(folder, 1, 0))
+    assert batch_files.missing(folder, 2) == [1]
+    assert not os.path.exists(batch_files.path(folder, 1, 1)), "the partial batch's other file is removed"
