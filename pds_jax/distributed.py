@@ -21,8 +21,9 @@ import numpy as np
 # one that dies mid-run is declared dead after the heartbeat timeout (jax: 100 s).
 INITIALIZATION_TIMEOUT_S = 120
 HEARTBEAT_TIMEOUT_S = 60
-SHUTDOWN_TIMEOUT_S = 60
+SHUTDOWN_TIMEOUT_S = 300  # process 0 may still be writing PNGs when the others finish
 ENV_INIT_TIMEOUT = "PDS_JAX_DISTRIBUTED_INIT_TIMEOUT"
+ENV_HEARTBEAT_TIMEOUT = "PDS_JAX_DISTRIBUTED_HEARTBEAT_TIMEOUT"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +82,8 @@ def initialize(flags: DistributedFlags) -> bool:
     jax.distributed.initialize(
         **explicit,
         initialization_timeout=int(os.environ.get(ENV_INIT_TIMEOUT, INITIALIZATION_TIMEOUT_S)),
-        heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S, shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
+        heartbeat_timeout_seconds=int(os.environ.get(ENV_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_S)),
+        shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
     print(f"process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} local "
           f"device(s), {jax.device_count()} global ({jax.devices()[0].platform})", flush=True)
     return True

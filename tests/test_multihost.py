@@ -191,3 +191,29 @@ def test_batch_files_assemble_rows_of_any_layout_and_drop_partial_batches(tmp_pa
     os.remove(batch_files.path(folder, 1, 0))
     assert batch_files.missing(folder, 2) == [1]
     assert not os.path.exists(batch_files.path(folder, 1, 1)), "the partial batch's other file is removed"
+
+
+@pytest.mark.slow
+def test_a_killed_process_stops_the_run_and_the_run_resumes(tmp_path_factory, setup):
+    """kill -9 of process 1 mid-run: process 0 fails within the heartbeat timeout (10 s here);
+    the same command then finishes the run with the images an uninterrupted run gives."""
+    workdir = str(setup["root"] / "killed")
+    args = _args(setup, workdir, "sample") + ["--config.sampling.num_samples=48"]
+    procs = mh.launch(tmp_path_factory, args, 2, 4, PDS_JAX_DISTRIBUTED_HEARTBEAT_TIMEOUT="10")
+    batches = os.path.join(workdir, "samples", "batches")
+    deadline = time.monotonic() + 240
+    while not os.path.exists(os.path.join(batches, "batch_00001_p0001.npz")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    procs[1].kill()
+    killed = time.monotonic()
+    (rc, _out, _err), _ = mh.wait_all(procs, timeout=120, expect=None)
+    assert rc != 0 and time.monotonic() - killed < 100
+    assert not os.path.exists(os.path.join(workdir, "samples", "samples.npz"))
+
+    mh.run_processes(tmp_path_factory, args, 2, 4)
+    run = _read(os.path.join(workdir, "samples", "run.json"))
+    assert run["resumed_batches"] >= 2 and len(run["wall_time_per_batch_s"]) == 6 - run["resumed_batches"]
+    single = str(setup["root"] / "killed_1x8")
+    mh.run_processes(tmp_path_factory, _args(setup, single, "sample") + ["--config.sampling.num_samples=48"], 1, 8)
+    np.testing.assert_array_equal(np.load(os.path.join(workdir, "samples", "samples.npz"))["images"],
+                                  np.load(os.path.join(single, "samples", "samples.npz"))["images"])
