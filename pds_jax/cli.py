@@ -175,6 +175,9 @@ def start_distributed() -> None:
         started = distributed.initialize(requested)
     except ValueError as e:
         raise app.UsageError(str(e), exitcode=2)
+    except RuntimeError as e:
+        print(f"error (RuntimeError): {e}", file=sys.stderr)
+        sys.exit(1)
     if started and not distributed.is_main():
         # fd 1 too: the C++ runtime (gloo, XLA) prints there as well.
         sys.stdout.flush()

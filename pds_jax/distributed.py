@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from typing import Any, Optional
 
 import numpy as np
@@ -65,8 +66,8 @@ def check_flags(flags: DistributedFlags) -> None:
 def initialize(flags: DistributedFlags) -> bool:
     """Start the multi-controller runtime if asked (before any other JAX call); True if started.
 
-    On CPU the cross-process collectives go through gloo (XLA's CPU backend has no
-    other). The timeouts make a missing peer an error within minutes instead of a hang.
+    On CPU the cross-process collectives go through gloo (the CPU backend's default
+    cannot cross processes). The timeouts make a missing peer an error within minutes instead of a hang.
     Every process logs one line: process i of n, local / global device counts.
     """
     check_flags(flags)
@@ -74,27 +75,34 @@ def initialize(flags: DistributedFlags) -> bool:
         return False
     import jax
 
-    if "cpu" in os.environ.get("JAX_PLATFORMS", "").lower() or not _has_accelerator():
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Only the CPU backend reads this (TPU/GPU have their own collectives).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     explicit = {} if flags.coordinator_address is None else {
         "coordinator_address": flags.coordinator_address, "num_processes": flags.num_processes,
         "process_id": flags.process_id}
-    jax.distributed.initialize(
-        **explicit,
-        initialization_timeout=int(os.environ.get(ENV_INIT_TIMEOUT, INITIALIZATION_TIMEOUT_S)),
-        heartbeat_timeout_seconds=int(os.environ.get(ENV_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_S)),
-        shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
+    timeout = int(os.environ.get(ENV_INIT_TIMEOUT, INITIALIZATION_TIMEOUT_S))
+    # Said first: when a peer never comes, jaxlib terminates the process (SIGABRT, DEADLINE_EXCEEDED)
+    # after `timeout` rather than raising, so this line is the context the user gets.
+    who = ("auto-detected cluster" if flags.coordinator_address is None else
+           f"coordinator {flags.coordinator_address} as process {flags.process_id} of {flags.num_processes}")
+    print(f"pds_jax: joining the {who}; waiting up to {timeout} s for all processes", file=sys.stderr, flush=True)
+    try:
+        jax.distributed.initialize(
+            **explicit, initialization_timeout=timeout,
+            heartbeat_timeout_seconds=int(os.environ.get(ENV_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_S)),
+            shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
+    except ValueError as e:  # auto-detection found no cluster
+        raise ValueError(f"--distributed found no cluster to auto-detect (TPU pod slice, SLURM, Open MPI): "
+                         f"{e}; pass --coordinator_address, --num_processes and --process_id") from None
+    except Exception as e:  # jaxlib's runtime errors: a peer that never came, an unreachable coordinator
+        where = flags.coordinator_address or "auto-detected"
+        raise RuntimeError(f"multi-process start-up failed (coordinator {where}, waited up to {timeout} s): "
+                           f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
+                           "— start the same command on every process, with the same --coordinator_address "
+                           "and --num_processes") from None
     print(f"process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} local "
           f"device(s), {jax.device_count()} global ({jax.devices()[0].platform})", flush=True)
     return True
-
-
-def _has_accelerator() -> bool:
-    """Whether a TPU/GPU plugin is installed (without initialising a backend)."""
-    import importlib.util
-
-    return any(importlib.util.find_spec(m) is not None for m in ("libtpu", "jax_cuda12_plugin",
-                                                                 "jax_cuda13_plugin", "jax_rocm60_plugin"))
 
 
 def process_index() -> int:

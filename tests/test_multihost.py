@@ -19,7 +19,7 @@ import pytest
 from pds_jax import checkpoints
 from pds_jax.feature_nets import CLASSIFIER_DIR
 from tests import multihost_helpers as mh
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import cli_env, run_cli
 from tests.model_helpers import random_params
 
 # The Fashion-MNIST test-set statistics hold the raw features, so eval computes KID too.
@@ -139,6 +139,7 @@ def test_a_missing_peer_is_an_error_within_a_bounded_time(tmp_path_factory, setu
                       PDS_JAX_DISTRIBUTED_INIT_TIMEOUT="10")
     (rc, _out, err), = mh.wait_all(procs, timeout=120, expect=None)
     assert rc != 0, "process 0 must not succeed without its peer"
+    assert "waiting up to 10 s for all processes" in err and "DEADLINE_EXCEEDED" in err
     assert time.monotonic() - start < 100
     assert not os.path.exists(str(setup["root"] / "alone" / "samples" / "samples.npz"))
 
@@ -149,6 +150,10 @@ def test_incomplete_distributed_flags_are_a_usage_error(tmp_path_factory, setup)
     assert "--coordinator_address" in proc.stderr and "--process_id" in proc.stderr
     proc = run_cli(tmp_path_factory, _args(setup, str(setup["root"] / "bad"), "train") + ["--distributed"], expect=2)
     assert "--mode=train runs on one host only" in proc.stderr
+    env = {k: v for k, v in cli_env(tmp_path_factory).items() if not k.startswith(("SLURM_", "OMPI_", "TPU_"))}
+    proc = run_cli(tmp_path_factory, _args(setup, str(setup["root"] / "bad"), "sample") + ["--distributed"],
+                   expect=2, env=env)
+    assert "--distributed found no cluster to auto-detect" in proc.stderr
 
 
 @pytest.mark.parametrize("flags, fragment", [
