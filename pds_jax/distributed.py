@@ -67,8 +67,9 @@ def initialize(flags: DistributedFlags) -> bool:
     """Start the multi-controller runtime if asked (before any other JAX call); True if started.
 
     On CPU the cross-process collectives go through gloo (the CPU backend's default
-    cannot cross processes). The timeouts make a missing peer an error within minutes instead of a hang.
-    Every process logs one line: process i of n, local / global device counts.
+    cannot cross processes). The timeouts make a missing or dead peer an error within
+    minutes instead of a hang. Every process logs one line: process i of n, local /
+    global device counts.
     """
     check_flags(flags)
     if not flags.requested:
