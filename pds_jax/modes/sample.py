@@ -1,14 +1,17 @@
 """`main.py --mode=sample`: draw samples from a checkpoint with any configured sampler.
 
 Outputs under `<workdir>/<folder>/` (a new folder per run; never overwritten):
-  batches/batch_<k>.npz   one file per batch, written as it finishes (uint8 NHWC)
+  batches/batch_<k>.npz   one file per batch, written as it finishes (uint8 NHWC); with
+                          several processes batch_<k>_p<i>.npz, the rows process i holds
   samples.npz             all samples (uint8 NHWC) once the run completes
   images/sample_<i>.png   every sample, plus grid.png of the first 64
   run.json                config, NFE, steps, wall time per batch, compile time, device
 
 A run that is interrupted (Ctrl-C, kill -9) resumes where it stopped when started
 again with the same config: finished batches are kept, the rest are drawn with the
-same per-batch keys, so the result equals an uninterrupted run.
+same per-batch keys, so the result equals an uninterrupted run. With several processes
+(`pds_jax.distributed`) the batch is one array over all their devices and process 0
+writes everything but the batch files.
 """
 
 from __future__ import annotations
