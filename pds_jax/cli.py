@@ -18,12 +18,14 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 MODES = ("sample", "compare", "estimate", "train", "eval", "benchmark", "likelihood", "inpaint", "colorize")
+MULTIHOST_MODES = ("sample", "eval", "estimate")  # the modes that run on JAX's multi-controller runtime
 HELP_FLAGS = ("-h", "--help", "-help", "-?", "--helpshort", "--helpfull")
 
 
@@ -67,6 +69,12 @@ flags.DEFINE(AlphaParser(), "alpha", None, "Alias of --config.sampling.pds.alpha
              "or 'auto' for the fitted α(N) rule.", serializer=flags.ArgumentSerializer())
 flags.DEFINE_string("freq_mask_path", None, "Alias of --config.sampling.pds.freq_filter (official PDS flag).")
 flags.DEFINE_string("space_mask_path", None, "Alias of --config.sampling.pds.space_filter (official PDS flag).")
+flags.DEFINE_string("coordinator_address", None, "Multi-process runs: host:port of process 0's coordinator "
+                    "(with --num_processes and --process_id; see pds_jax.distributed).")
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: the number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index in [0, --num_processes).")
+flags.DEFINE_bool("distributed", False, "Start JAX's multi-controller runtime, auto-detecting the cluster "
+                  "(TPU pod slice, SLURM, Open MPI) unless the three flags above are given.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 ALIASES = {
@@ -152,9 +160,34 @@ def parse_flags(argv):
     sys.exit(2)
 
 
+def start_distributed() -> None:
+    """`pds_jax.distributed.initialize` from the flags (before any other JAX call); on processes
+    other than 0, stdout is silenced after their one start-up line, so that only process 0
+    prints (errors still go to stderr)."""
+    from pds_jax import distributed
+
+    requested = distributed.DistributedFlags(FLAGS.coordinator_address, FLAGS.num_processes,
+                                             FLAGS.process_id, bool(FLAGS.distributed))
+    if requested.requested and FLAGS.mode not in MULTIHOST_MODES:
+        raise app.UsageError(f"--mode={FLAGS.mode} runs on one host only; the multi-process flags work with "
+                             f"--mode={'|'.join(MULTIHOST_MODES)}", exitcode=2)
+    try:
+        started = distributed.initialize(requested)
+    except ValueError as e:
+        raise app.UsageError(str(e), exitcode=2)
+    except RuntimeError as e:
+        print(f"error (RuntimeError): {e}", file=sys.stderr)
+        sys.exit(1)
+    if started and not distributed.is_main():
+        # fd 1 too: the C++ runtime (gloo, XLA) prints there as well.
+        sys.stdout.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}", exitcode=2)
+    start_distributed()
     config = apply_aliases(FLAGS.config)
     module = importlib.import_module(f"pds_jax.modes.{FLAGS.mode}")
     kwargs = {}

@@ -22,7 +22,7 @@ See `pds_jax.image_sources` for the preprocessing details.
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -173,13 +173,20 @@ def _tfds_raw_batches(builder, key: str, split: str, batch_size: int, shuffle: b
 
 
 def _local_raw_batches(source, batch_size: int, shuffle: bool, seed: int, num_images: Optional[int],
-                       num_epochs: Optional[int]):
-    """(raw images, names) of a random-access source; a seeded subset, reshuffled each epoch."""
+                       num_epochs: Optional[int], part: Optional[Tuple[int, int]] = None):
+    """(raw images, names) of a random-access source; a seeded subset, reshuffled each epoch.
+
+    With `part` = (i, P), only the i-th of P contiguous, disjoint pieces of that subset
+    ([i·n//P, (i+1)·n//P) of its n images), so P processes together read it exactly once.
+    """
     rng = np.random.default_rng(seed)
     n = len(source)
     subset = rng.permutation(n) if shuffle else np.arange(n)
     if num_images is not None:
         subset = subset[:num_images]
+    if part is not None:
+        i, count = part
+        subset = subset[i * len(subset) // count:(i + 1) * len(subset) // count]
     epoch = 0
     while num_epochs is None or epoch < num_epochs:
         order = subset if (epoch == 0 or not shuffle) else rng.permutation(subset)
@@ -195,7 +202,8 @@ def _local_raw_batches(source, batch_size: int, shuffle: bool, seed: int, num_im
 
 def get_dataset(config, split: Optional[str] = None, batch_size: int = 50, shuffle: bool = False,
                 seed: int = 0, num_images: Optional[int] = None, drop_remainder: bool = False,
-                train: bool = False, num_epochs: Optional[int] = 1) -> Iterator[np.ndarray]:
+                train: bool = False, num_epochs: Optional[int] = 1,
+                part: Optional[Tuple[int, int]] = None) -> Iterator[np.ndarray]:
     """Iterate over float32 (B, H, W, C) NumPy batches in the model's data space.
 
     Args:
@@ -212,6 +220,9 @@ def get_dataset(config, split: Optional[str] = None, batch_size: int = 50, shuff
       drop_remainder: drop the last, smaller batch of each epoch.
       train: apply config.data.random_flip and config.data.uniform_dequantization.
       num_epochs: passes over the data; None repeats forever.
+      part: (i, P): this process's share of a run over P processes. 'folder'/'arrays': the
+        i-th of P contiguous pieces of the (seeded) image subset; tfds: the split of
+        `tfds.split_for_jax_process` and the i-th share of `num_images`.
 
     Raises:
       DatasetError: within seconds when the dataset cannot be found or read (it says
@@ -228,14 +239,24 @@ def get_dataset(config, split: Optional[str] = None, batch_size: int = 50, shuff
     split = split or data.get("split", "") or "train"
     if data.dataset in LOCAL_DATASETS:
         source = open_local_source(config, split)  # opened now, so errors surface at the call
-        raw = _local_raw_batches(source, batch_size, shuffle, seed, num_images, num_epochs)
+        raw = _local_raw_batches(source, batch_size, shuffle, seed, num_images, num_epochs, part)
     else:
         builder = tfds_builder(data.dataset, data.get("tfds_data_dir", ""))  # fails fast, here
+        if part is not None:
+            split, num_images = _tfds_part(split, num_images, part)
         key = _tfds_image_key(builder, split)
         raw = ((chunk, ()) for chunk in
                _tfds_raw_batches(builder, key, split, batch_size, shuffle, seed, num_images, num_epochs,
                                  shuffle_buffer_size(size, channels)))
     return _batches(raw, config, batch_size, drop_remainder, train, np.random.default_rng([seed, 1]))
+
+
+def _tfds_part(split: str, num_images: Optional[int], part: Tuple[int, int]):
+    """(the split of process i of P, its share of num_images) for a multi-process tfds pass."""
+    _, tfds = import_tfds(split)
+    i, count = part
+    share = None if num_images is None else (i + 1) * num_images // count - i * num_images // count
+    return tfds.split_for_jax_process(split, process_index=i, process_count=count), share
 
 
 def preprocess_source(source, indices, config) -> np.ndarray:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import glob
 import os
 import time
 from typing import Optional
@@ -14,13 +13,13 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from pds_jax import pds, resources
+from pds_jax import batch_files, distributed, pds, resources
 from pds_jax import images as image_io
-from pds_jax.io_utils import atomic_save_npz, atomic_write_json, check_output_folder, load_json, load_npz
+from pds_jax.io_utils import atomic_write_json, check_output_folder, load_json
 from pds_jax.provenance import config_hash, device_info, inputs_hash, inputs_identity
 from pds_jax.samplers import get_sampler
 from pds_jax.score_model import load_score_model
-from pds_jax.sharding import batch_sharding
+from pds_jax.sharding import batch_sharding, data_mesh
 
 GRID_SIZE = 64
 
@@ -116,7 +115,14 @@ def build_sampler(config, sde, shape, inverse_scaler):
     if setup is None and _pds_section_used(config):
         print(f"note: sampling.method={method} ignores the sampling.pds section (filters, speed_up, "
               "alpha): PDS preconditions the PC sampler only")
-    sharding = batch_sharding() if jax.device_count() > 1 and shape[0] % jax.device_count() == 0 else None
+    sharding = None
+    if jax.device_count() > 1 and shape[0] % jax.device_count() == 0:
+        # One mesh over the devices of all processes: the batch is one global array.
+        sharding = batch_sharding(data_mesh(jax.devices()))
+    elif jax.process_count() > 1:
+        raise ValueError(f"the batch size {shape[0]} must be a multiple of the {jax.device_count()} devices "
+                         f"of the {jax.process_count()} processes (set config.sampling.batch_size or "
+                         "config.eval.batch_size accordingly)")
     sampler = get_sampler(config, sde, shape, inverse_scaler=inverse_scaler, batch_sharding=sharding,
                           setup=setup, check_finite=True)
     return sampler, setup
@@ -163,8 +169,23 @@ def output_dir(workdir: str, name: str, config, inputs: Optional[dict] = None) -
     the same inputs (`run_inputs`: checkpoint, filter and statistics files, by content
     hash): batches drawn from another checkpoint are never mixed into this run. An
     unfinished run with other inputs is left alone, with a one-line notice. The workdir is
-    checked to be a writable folder first, before any work.
+    checked to be a writable folder first, before any work. With several processes,
+    process 0 chooses (and creates) the folder and broadcasts its path, so all processes
+    write into the same folder of the shared workdir.
     """
+    if distributed.process_count() == 1:
+        return _choose_output_dir(workdir, name, config, inputs)
+    chosen = np.zeros(4096, np.uint8)
+    if distributed.is_main():
+        encoded = os.path.abspath(_choose_output_dir(workdir, name, config, inputs)).encode()
+        if len(encoded) >= chosen.size:
+            raise ValueError(f"--workdir {workdir!r} is too long a path (over {chosen.size - 1} bytes)")
+        chosen[:len(encoded)] = np.frombuffer(encoded, np.uint8)
+    chosen = np.asarray(distributed.broadcast(chosen))
+    return bytes(chosen[chosen != 0]).decode()
+
+
+def _choose_output_dir(workdir: str, name: str, config, inputs: Optional[dict]) -> str:
     check_output_folder(workdir)
     want, k, stale = inputs_hash(inputs or {}), 0, None
     while True:
@@ -212,38 +233,35 @@ def discarded_if_empty(out: str):
 
 
 def draw_batches(sampler, score_fn, key, num_batches: int, batch_dir: str, desc: str = "sampling") -> dict:
-    """Draw the batches of a resumable run that are not on disk yet.
+    """Draw the batches of a resumable run that are not on disk yet (on every process).
 
     Batch k uses the key `fold_in(key, k)` and is written atomically, as soon as it is
-    done, to `<batch_dir>/batch_<k>.npz` (uint8 NHWC `images` and its `nfe`), so an
-    interrupted run redrawn with the same key gives the same images. Returns
-    {k: {'seconds', 'nfe'}} for the batches drawn by this call (the first includes
-    the compile).
+    done (`pds_jax.batch_files`: uint8 NHWC `images` and its `nfe`; with several processes
+    each writes the rows it holds), so an interrupted run redrawn with the same key gives
+    the same images. Process 0 decides which batches are missing and broadcasts the list,
+    so all processes run the same sequence of (collective) sampler calls. Returns
+    {k: {'seconds', 'nfe'}} for the batches drawn by this call (the first includes the
+    compile); every process has returned only once all batches are written.
     """
+    todo = np.zeros(num_batches, np.int32)
+    if distributed.is_main():
+        todo[batch_files.missing(batch_dir, num_batches)] = 1
+    todo = np.asarray(distributed.broadcast(todo))
     drawn = {}
-    for b in tqdm(range(num_batches), desc=desc, unit="batch"):
-        path = os.path.join(batch_dir, f"batch_{b:05d}.npz")
-        if os.path.exists(path):
-            continue
+    for b in tqdm(np.flatnonzero(todo).tolist(), desc=desc, unit="batch", disable=not distributed.is_main()):
         start = time.perf_counter()
         try:
             x, nfe = sampler(jax.random.fold_in(key, b), score_fn)
         except FloatingPointError as e:  # the sampler's check_finite, with the batch named
             raise FloatingPointError(f"batch {b} in {batch_dir}: {e}; nothing was saved for it") from e
-        x = np.asarray(jax.device_get(x))
+        rows, x = batch_files.local_rows(x)
         drawn[b] = {"seconds": time.perf_counter() - start, "nfe": int(nfe)}
         check_finite(x, f"batch {b} in {batch_dir}")
-        atomic_save_npz(path, {"images": image_io.to_uint8(x), "nfe": np.int64(nfe)})
+        batch_files.save(batch_dir, b, rows, image_io.to_uint8(x), nfe, sampler.shape[0])
+    distributed.barrier(f"batches drawn in {batch_dir}")
     return drawn
 
 
 def load_batches(batch_dir: str, num_samples: int):
-    """(images uint8 NHWC [:num_samples], per-batch NFE or None where unknown) of a run's batches."""
-    files = sorted(glob.glob(os.path.join(batch_dir, "batch_*.npz")))
-    images, nfes = [], []
-    for f in files:
-        data = load_npz(f, "batch file", fix="delete it and start the run again: the batch is redrawn "
-                                             "with the same key")
-        images.append(data["images"])
-        nfes.append(int(data["nfe"]) if "nfe" in data else None)
-    return np.concatenate(images)[:num_samples], nfes
+    """(images uint8 NHWC [:num_samples] in global order, per-batch NFE or None where unknown)."""
+    return batch_files.load(batch_dir, num_samples)

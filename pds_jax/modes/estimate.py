@@ -12,13 +12,15 @@ over an existing file:
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
 import time
 
 import jax
 import numpy as np
 
-from pds_jax import data, filters, images
+from pds_jax import data, distributed, filters, images
 from pds_jax.io_utils import atomic_write_json, check_writable
 from pds_jax.precond import frequency_filter, space_filter
 
@@ -61,28 +63,61 @@ def _range(fn):
         return {"error": str(e)}
 
 
+def _pass(config, split: str, num_images):
+    """The statistics of this process's share of the images, summed over all processes.
+
+    With P processes process i reads only the i-th disjoint piece of the (seeded) image
+    subset (`data.get_dataset(part=...)`); the float64 sums Σ|Fx|², Σx² and the counts are
+    added over processes (`distributed.sum_over_processes`), so the result is the one
+    process's up to float64 summation order.
+    """
+    est, d = config.estimate, config.data
+    count = distributed.process_count()
+    part = (distributed.process_index(), count) if count > 1 else None
+    share = num_images if num_images is None or part is None else (
+        (part[0] + 1) * num_images // count - part[0] * num_images // count)
+    batches = data.get_dataset(config, split=split, batch_size=int(est.batch_size), shuffle=True,
+                               seed=int(est.seed), num_images=num_images, train=False, part=part)
+    metadata = dict(dataset=d.dataset, centered=bool(d.centered), seed=int(est.seed),
+                    extra={"split": split, "folder": d.get("folder", "")})
+    first = next(batches, None) if share != 0 else None
+    if first is None and part is not None:  # this process's share is empty (fewer images than processes)
+        stats = filters.FilterStats.zeros(d.image_size, d.num_channels, **metadata)
+    else:
+        stats = filters.estimate(itertools.chain([first], batches) if first is not None else batches,
+                                 d.image_size, d.num_channels, share, progress=distributed.is_main(),
+                                 **metadata)
+    if part is None:
+        return stats
+    total = distributed.sum_over_processes({"power": stats.sum_power, "sq": stats.sum_sq,
+                                            "count": np.float64(stats.count)})
+    extra = dict(stats.extra, processes=count, devices=jax.device_count())
+    return dataclasses.replace(stats, sum_power=total["power"], sum_sq=total["sq"],
+                               count=int(round(float(total["count"]))), extra=extra)
+
+
 def run(config, workdir: str) -> dict:
     """Estimate filter statistics as config says; write .npz, .png and .json; return the summary."""
     paths = output_paths(config, workdir)
-    for path in paths.values():  # refuse before spending time on the pass
-        check_writable(path)
+    if distributed.is_main():  # refuse before spending time on the pass
+        for path in paths.values():
+            check_writable(path)
     est, d = config.estimate, config.data
     split = d.get("split", "") or "train"
     num_images = int(est.num_images) if est.num_images else None
-    batches = data.get_dataset(config, split=split, batch_size=int(est.batch_size), shuffle=True,
-                               seed=int(est.seed), num_images=num_images, train=False)
     start = time.perf_counter()
-    stats = filters.estimate(batches, d.image_size, d.num_channels, num_images, dataset=d.dataset,
-                             centered=bool(d.centered), seed=int(est.seed),
-                             extra={"split": split, "folder": d.get("folder", "")})
+    stats = _pass(config, split, num_images)
     seconds = time.perf_counter() - start
+    if not distributed.is_main():
+        return {}
     stats.save(paths["npz"])
     images.save_png(paths["png"], statistics_picture(stats))
     R, A = stats.freq, stats.space
     summary = {
         "files": paths,
         "dataset": d.dataset, "split": split, "centered": bool(d.centered), "seed": int(est.seed),
-        "count": stats.count, "shape": list(stats.shape), "devices": jax.local_device_count(),
+        "count": stats.count, "shape": list(stats.shape), "devices": jax.device_count(),
+        "processes": distributed.process_count(),
         "seconds": round(seconds, 3), "images_per_second": round(stats.count / max(seconds, 1e-9), 2),
         "R": {"min": float(R.min()), "max": float(R.max())},
         "A": {"min": float(A.min()), "max": float(A.max())},

@@ -35,7 +35,7 @@ import time
 import jax
 import numpy as np
 
-from pds_jax import feature_nets, inception, metrics, resources
+from pds_jax import distributed, feature_nets, inception, metrics, resources
 from pds_jax import images as image_io
 from pds_jax.data import get_data_inverse_scaler
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
@@ -136,9 +136,11 @@ def run(config, workdir: str, folder: str = "eval") -> dict:
     samples, nfes = load_batches(os.path.join(out, "batches"), num_samples)
 
     start = time.perf_counter()
-    stats = metrics.compute_statistics(samples, extractor, batch_size=min(batch, 1000),
-                                       keep_features=reference.features is not None, dataset="samples")
+    stats = _statistics(samples, extractor, min(batch, 1000), keep_features=reference.features is not None)
     feature_seconds = time.perf_counter() - start
+    if not distributed.is_main():
+        distributed.barrier(f"outputs written in {out}")
+        return {}
     fid = metrics.fid_from_statistics(stats, reference)
     kid_result, kid_note = _kid(stats, reference, config, num_samples)
 
@@ -167,7 +169,59 @@ def run(config, workdir: str, folder: str = "eval") -> dict:
     atomic_write_json(os.path.join(out, "eval.json"), report, overwrite=True)
     write_progress(out, config, inputs, complete=True)
     _print_summary(report, extractor.name)
+    distributed.barrier(f"outputs written in {out}")
     return report
+
+
+def _merge_moments(counts, means, scatters):
+    """(count, mean, scatter) of the union of groups, merged in order with the pairwise update of
+    Chan, Golub & LeVeque (1979): δ = μ_b − μ_a, M₂ = M₂ᵃ + M₂ᵇ + δδᵀ nₐ n_b / (nₐ + n_b)."""
+    n, mean, scatter = 0, None, None
+    for nb, mean_b, scatter_b in zip(counts, means, scatters):
+        nb = int(round(float(nb)))
+        if nb == 0:
+            continue
+        if n == 0:
+            n, mean, scatter = nb, mean_b, scatter_b
+            continue
+        delta = mean_b - mean
+        total = n + nb
+        mean = mean + delta * (nb / total)
+        scatter = scatter + scatter_b + np.outer(delta, delta) * (n * nb / total)
+        n = total
+    return n, mean, scatter
+
+
+def _statistics(samples, extractor, batch_size: int, keep_features: bool):
+    """The feature statistics of `samples`; with P processes each computes the features of its
+    contiguous share ([i·N//P, (i+1)·N//P)) and the float64 (count, mean, scatter) of the
+    shares are merged (`_merge_moments`); the raw features (KID) are gathered in order."""
+    if distributed.process_count() == 1:
+        return metrics.compute_statistics(samples, extractor, batch_size=batch_size,
+                                          keep_features=keep_features, dataset="samples")
+    mine = samples[distributed.my_part(samples.shape[0])]
+    feats = np.zeros((0, extractor.dim), np.float64)
+    if mine.shape[0]:
+        feats = np.concatenate([np.asarray(f, np.float64) for f in metrics.iterate_features(
+            mine, extractor, batch_size, progress=distributed.is_main(), desc=f"{extractor.name} statistics")])
+    mean = feats.mean(axis=0) if feats.shape[0] else np.zeros(extractor.dim)
+    centred = feats - mean
+    parts = distributed.gather_over_processes(
+        {"count": np.float64(feats.shape[0]), "mean": mean, "scatter": centred.T @ centred})
+    count, mean, scatter = _merge_moments(parts["count"], parts["mean"], parts["scatter"])
+    features = None
+    if keep_features:  # equal shapes for the gather: pad every share to the largest one
+        rows = -(-samples.shape[0] // distributed.process_count())
+        padded = np.zeros((rows, extractor.dim))
+        padded[:feats.shape[0]] = feats
+        gathered = distributed.gather_over_processes(padded)
+        features = np.concatenate([g[:int(round(float(c)))] for g, c in zip(gathered, parts["count"])])
+        features = features.astype(np.float32)
+    if count < 2:
+        raise ValueError(f"a covariance needs at least 2 images, got {count}")
+    return metrics.FeatureStatistics(mean=mean, cov=0.5 * (scatter + scatter.T) / (count - 1), count=count,
+                                     feature_net=extractor.name, dataset="samples",
+                                     image_size=tuple(int(s) for s in samples.shape[1:]), features=features)
 
 
 def _print_summary(report: dict, feature_net: str) -> None:

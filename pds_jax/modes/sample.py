@@ -11,7 +11,9 @@ again with the same config and the same input files (the checkpoint file loaded 
 filter files, compared by SHA-256; run.json records their path, size, mtime and hash):
 finished batches are kept, the rest are drawn with the same per-batch keys, so the result
 equals an uninterrupted run. Changed inputs (e.g. a newer checkpoint_<n> in the checkpoint
-folder) start a new folder instead, with a one-line notice.
+folder) start a new folder instead, with a one-line notice. With several processes
+(`pds_jax.distributed`) the batch is one array over all their devices and process 0
+writes everything but the batch files.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import jax
 import numpy as np
 
+from pds_jax import distributed
 from pds_jax import images as image_io
 from pds_jax.data import get_data_inverse_scaler
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json
@@ -47,7 +50,15 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
         drawn = draw_batches(sampler, score_fn, key, n_batches, os.path.join(out, "batches"),
                              desc=f"sampling {num_samples} images")
     timings = {b: d["seconds"] for b, d in drawn.items()}
+    report = (_write_outputs(config, out, ckpt, inputs, sampler, setup, timings, n_batches)
+              if distributed.is_main() else {})
+    distributed.barrier(f"outputs written in {out}")  # process 0 is the last to read the batch files
+    return report
 
+
+def _write_outputs(config, out, ckpt, inputs, sampler, setup, timings, n_batches) -> dict:
+    """Process 0: samples.npz, PNGs, grid and run.json from the batch files of all processes."""
+    num_samples, batch = int(config.sampling.num_samples), int(config.sampling.batch_size)
     samples, nfes = load_batches(os.path.join(out, "batches"), num_samples)
     atomic_save_npz(os.path.join(out, "samples.npz"), {"images": samples}, overwrite=True)
     for i, img in enumerate(samples):
@@ -67,6 +78,7 @@ def run(config, workdir: str, folder: str = "samples") -> dict:
         "first_batch_s_incl_compile": times[0] if times else None,
         "mean_batch_s_after_compile": float(np.mean(times[1:])) if len(times) > 1 else None,
         "resumed_batches": n_batches - len(timings),
+        "num_processes": distributed.process_count(),
     })
     atomic_write_json(os.path.join(out, "run.json"), report, overwrite=True)
     write_progress(out, config, inputs, complete=True)

@@ -89,8 +89,17 @@ def _langevin_alpha(sde: SDE, t: Array) -> Array:
 
 
 def _batch_mean_norm(v: Array) -> Array:
-    """mean_b ‖v_b‖ over the whole (possibly sharded) batch."""
-    return jnp.mean(jnp.linalg.norm(v.reshape(v.shape[0], -1), axis=-1))
+    """mean_b ‖v_b‖ over the whole (possibly sharded) batch.
+
+    Under a mesh (a batch-sharded run) the B norms are first gathered onto every device
+    (exact) and summed there: the same B numbers in the same order whatever the device or
+    process layout, so 1 process × 8 devices and 2 × 4 give the same bits (an all-reduce
+    of per-device partial sums would depend on the layout and the collective's order).
+    """
+    norms = jnp.linalg.norm(v.reshape(v.shape[0], -1), axis=-1)
+    if not jax.sharding.get_abstract_mesh().empty:
+        norms = jax.lax.with_sharding_constraint(norms, jax.sharding.PartitionSpec())
+    return jnp.mean(norms)
 
 
 def langevin_corrector(rng, x, t, sde: SDE, score_fn: ScoreFn, precond: Preconditioner,
@@ -187,7 +196,11 @@ def pc_solve(rng: Array, score_fn: ScoreFn, precond: Preconditioner, *, sde: SDE
         return rng, x, x_mean, first_bad
 
     init = (rng, x, x, jnp.asarray(-1, jnp.int32))
-    _, x, x_mean, first_bad = jax.lax.fori_loop(0, num_steps, body, init)
+    if batch_sharding is None:
+        _, x, x_mean, first_bad = jax.lax.fori_loop(0, num_steps, body, init)
+    else:  # the mesh for `_batch_mean_norm`'s replicated norms
+        with jax.sharding.use_abstract_mesh(batch_sharding.mesh.abstract_mesh):
+            _, x, x_mean, first_bad = jax.lax.fori_loop(0, num_steps, body, init)
     return (x_mean if denoise else x), ({"first_bad": first_bad} if check_finite else {})
 
 
