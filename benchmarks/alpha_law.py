@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import os
 import sys
 import time
 
+import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +41,9 @@ import pil_plot  # noqa: E402
 
 from pds_jax import analysis  # noqa: E402
 from pds_jax.oracles import GaussianOracle  # noqa: E402
-from pds_jax.samplers.pc import speed_up_schedule  # noqa: E402
+from pds_jax.pds import pc_schedule  # noqa: E402
+from pds_jax.precond import Preconditioner  # noqa: E402
+from pds_jax.samplers.pc import get_pc_sampler  # noqa: E402
 from pds_jax.sde import VESDE, VPSDE  # noqa: E402
 
 CONFIGS = {"cifar10": (50.0, 1000), "lsun": (378.0, 2000), "ffhq": (1348.0, 2000)}
@@ -114,7 +118,7 @@ def ve_map(args, writer, result):
                 rows, start = {}, time.perf_counter()
                 for n in args.steps:
                     k = n0 / n
-                    sde, eps = speed_up_schedule(VESDE(SIGMA_MIN, sigma_max, n0), k)
+                    sde, eps = pc_schedule(VESDE(SIGMA_MIN, sigma_max, n0), k)
                     row = sweep(lam, mu, R, A, sde, eps)
                     row.update({"speed_up": k, "eps": eps, "analytic": analytic_boundaries(R, sigma_max, n)})
                     rows[str(n)] = row
@@ -162,7 +166,7 @@ def vp_part(args, result):
     for name, (lam, mu, speed_eps) in settings.items():
         for n in (20, 50, 100, 200):
             k = 1000 / n
-            sde, eps = speed_up_schedule(VPSDE(0.1, 20.0, 1000), k)
+            sde, eps = pc_schedule(VPSDE(0.1, 20.0, 1000), k)
             eps = eps if speed_eps else 1e-3
             gains = analysis.alpha_gains(R, A, [5.0, math.inf])
             row = {"eps": eps}
@@ -182,11 +186,6 @@ def vp_part(args, result):
 
 
 def vp_sampled(lam, mu, R, A, n, eps, batch):
-    import jax
-
-    from pds_jax.precond import Preconditioner
-    from pds_jax.samplers.pc import get_pc_sampler
-
     oracle = GaussianOracle(np.float32(mu), np.float32(lam))
     sde = VPSDE(0.1, 20.0, n)
     row = {}
@@ -199,8 +198,6 @@ def vp_sampled(lam, mu, R, A, n, eps, batch):
 
 def report(path: str) -> str:
     """Markdown tables of a VE map: α*(N), KL, and numeric vs analytic stability boundaries."""
-    import json
-
     with open(path) as f:
         ve = json.load(f)["ve"]
     steps = sorted({int(n) for p in ve.values() for n in p["rows"]})
@@ -245,8 +242,6 @@ def main(argv=None):
         print(report(args.report))
         return
     if args.replot:  # redraw the PNG of an existing VE result (a free name next to it)
-        import json
-
         with open(args.replot) as f:
             old = json.load(f)
         png = common.output_paths(os.path.splitext(args.replot)[0] + "_plot.json", "")[1]

@@ -249,7 +249,7 @@ def pc_output_moments(spectrum, mean, sde: SDE, num_steps: int, eps: float, snr:
     Args:
       spectrum: λ_k, (H, W, C) unshifted FFT layout, Hermitian-symmetric, > 0.
       mean: the data mean image μ, (H, W, C).
-      sde: the schedule actually run (sde.N == num_steps), e.g. from `speed_up_schedule`.
+      sde: the schedule actually run (sde.N == num_steps), e.g. from `pds_jax.pds.pc_schedule`.
       num_steps, eps: N PC steps over t = linspace(T, eps, N).
       snr, n_steps: the Langevin corrector's snr and steps per predictor step (0: none).
       precond: a `Preconditioner` with a constant (or no) space filter; None = vanilla.

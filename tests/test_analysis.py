@@ -8,7 +8,7 @@ from pds_jax import alpha_rule, analysis
 from pds_jax.alpha_law import stability_boundary, stability_floor, surrogate, surrogate_alpha
 from pds_jax.oracles import GaussianOracle
 from pds_jax.precond import Preconditioner
-from pds_jax.pds import pc_schedule as speed_up_schedule
+from pds_jax.pds import pc_schedule
 from pds_jax.samplers.pc import get_pc_sampler
 from pds_jax.sde import VESDE, VPSDE
 
@@ -41,7 +41,7 @@ def test_prediction_matches_the_real_sampler(oracle, stats, base, speed_up, alph
     """
     batch = 3000
     precond = None if alpha is None else Preconditioner.from_arrays(*stats, alpha=alpha)
-    sde, eps = speed_up_schedule(base, speed_up)
+    sde, eps = pc_schedule(base, speed_up)
     lam, mu = _arrays(oracle)
     predicted = analysis.pc_output_moments(lam, mu, sde, sde.N, eps, 0.16, precond)
     kl = float(analysis.kl_per_dim(predicted, lam, mu))
@@ -59,7 +59,7 @@ def test_prediction_matches_the_real_sampler(oracle, stats, base, speed_up, alph
 
 def test_identity_preconditioner_is_the_vanilla_recursion(oracle):
     lam, mu = _arrays(oracle)
-    sde, eps = speed_up_schedule(VE, 50)
+    sde, eps = pc_schedule(VE, 50)
     vanilla = analysis.pc_output_moments(lam, mu, sde, sde.N, eps, 0.16, None)
     for precond in (Preconditioner.identity(SHAPE), Preconditioner.from_filters(np.ones(SHAPE))):
         same = analysis.pc_output_moments(lam, mu, sde, sde.N, eps, 0.16, precond)
@@ -119,7 +119,7 @@ def test_vanilla_kl_vanishes_as_steps_grow(oracle, base):
     lam, mu = _arrays(oracle)
     kls = []
     for k in (20, 5, 1):  # N = 50, 200, 1000
-        sde, eps = speed_up_schedule(base, k)
+        sde, eps = pc_schedule(base, k)
         kls.append(analysis.pc_kl(lam, mu, sde, sde.N, eps, 0.16))
     assert kls[0] > kls[1] > kls[2]
     assert kls[2] < 5e-4
@@ -127,7 +127,7 @@ def test_vanilla_kl_vanishes_as_steps_grow(oracle, base):
 
 def test_vp_score_only_variant_differs_only_with_a_preconditioner(oracle, stats):
     lam, mu = _arrays(oracle)
-    sde, eps = speed_up_schedule(VP, 20)
+    sde, eps = pc_schedule(VP, 20)
     gains = analysis.alpha_gains(*stats, [5.0, np.inf])
     drift = analysis.pc_kl_batch(lam, mu, sde, sde.N, eps, 0.16, gains, precondition="drift")
     score = analysis.pc_kl_batch(lam, mu, sde, sde.N, eps, 0.16, gains, precondition="score")
@@ -139,7 +139,7 @@ def test_stability_boundary_is_where_the_sampler_blows_up(oracle, stats):
     """N = 10 on the 16² γ=2 oracle: α = 2.27 (the shipped table rule) blows up, α = 5 does not."""
     lam, mu = _arrays(oracle)
     R, A = stats
-    sde, eps = speed_up_schedule(VE, 100)
+    sde, eps = pc_schedule(VE, 100)
     kl = analysis.pc_kl_batch(lam, mu, sde, 10, eps, 0.16, analysis.alpha_gains(R, A, [2.27, 5.0, np.inf]))
     assert kl[0] > 100 * kl[2] and kl[1] < kl[2]
     assert 2.27 < stability_boundary(R, sde, 10, "absolute") < stability_boundary(R, sde, 10) < 5.0
@@ -156,7 +156,7 @@ def test_surrogate_recovers_the_spectrum_off_dc(oracle, stats):
 
 def _kl_of(oracle, stats, num_steps, alphas):
     lam, mu = _arrays(oracle)
-    sde, eps = speed_up_schedule(VE, 1000 / num_steps)
+    sde, eps = pc_schedule(VE, 1000 / num_steps)
     return analysis.pc_kl_batch(lam, mu, sde, num_steps, eps, 0.16, analysis.alpha_gains(*stats, alphas))
 
 
@@ -166,7 +166,7 @@ def test_surrogate_alpha_is_safe_and_near_the_best(oracle, stats, num_steps):
     grid = list(np.geomspace(1.05, 1000.0, 40))
     kl = _kl_of(oracle, stats, num_steps, [alpha] + grid)
     assert np.isfinite(kl[0]) and kl[0] < 2.0 * np.min(kl[1:])
-    assert alpha > stability_boundary(stats[0], speed_up_schedule(VE, 1000 / num_steps)[0], num_steps)
+    assert alpha > stability_boundary(stats[0], pc_schedule(VE, 1000 / num_steps)[0], num_steps)
 
 
 @pytest.mark.parametrize("num_steps", [10, 20, 50, 100])
