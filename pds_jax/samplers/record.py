@@ -35,7 +35,7 @@ import functools
 from typing import Any, Callable, Mapping, Optional, Tuple
 
 import jax
-import numpy as np
+import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from pds_jax.samplers.common import as_partial
@@ -120,6 +120,9 @@ class Sampler:
         x, stats = self.solve(start, checked_score_fn(score_fn), *operands)
         if self.inverse_scaler is not None:
             x = self.inverse_scaler(x)
+        if self.check_finite:
+            # a replicated scalar: readable on every process, also when x spans other hosts' devices
+            stats = dict(stats, finite=jnp.all(jnp.isfinite(x)))
         return x, stats
 
     @functools.cached_property
@@ -154,7 +157,7 @@ class Sampler:
 
     def _raise_if_not_finite(self, x: Array, stats: Mapping[str, Array]) -> None:
         first_bad = int(stats.get("first_bad", -1))
-        if first_bad < 0 and np.all(np.isfinite(np.asarray(x))):
+        if first_bad < 0 and bool(stats["finite"]):
             return
         where = f"first at step {first_bad} of {self.num_steps}" if first_bad >= 0 else "in its output"
         raise FloatingPointError(
