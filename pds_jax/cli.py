@@ -21,10 +21,16 @@ import inspect
 import os
 import sys
 
+import logging as python_logging
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 MODES = ("sample", "compare", "estimate", "train", "eval", "benchmark", "likelihood", "inpaint", "colorize")
+# JAX probes for a TPU at start-up and logs "Unable to initialize backend 'tpu' ... libtpu.so"
+# at INFO, which absl prints and which reads like an error on every CPU or GPU machine.
+python_logging.getLogger("jax._src.xla_bridge").setLevel(python_logging.WARNING)
+
 MULTIHOST_MODES = ("sample", "eval", "estimate")  # the modes that run on JAX's multi-controller runtime
 HELP_FLAGS = ("-h", "--help", "-help", "-?", "--helpshort", "--helpfull")
 

@@ -136,7 +136,8 @@ def from_arguments(sde: SDE, shape, *, speed_up: Optional[float] = 1.0, eps: Opt
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization (config.sampling.pds.normalization) must be one of "
                          f"{NORMALIZATIONS}, got {normalization!r}")
-    if precond is not None:
+    given = precond is not None  # a ready preconditioner: its α is the setting
+    if given:
         if freq is not None or space is not None:
             raise ValueError("give either a ready `precond` or filter statistics (freq/space), not both")
         resolved = precond.alpha
@@ -144,8 +145,9 @@ def from_arguments(sde: SDE, shape, *, speed_up: Optional[float] = 1.0, eps: Opt
         resolved = resolve_alpha(alpha, run_sde.N, sde, freq, space, normalization, eps=final_eps, snr=snr,
                                  n_steps=n_steps, centered=centered)
         precond = _preconditioner(shape, freq, space, resolved, normalization, solenoidal_omega)
+    setting = resolved if given else alpha_rule.parse_alpha(alpha)
     return PDSSetup(run_sde, run_sde.N, float(final_eps), sde.N / run_sde.N, resolved,
-                    alpha_rule.parse_alpha(alpha), normalization, dict(filter_files or {}), precond)
+                    setting, normalization, dict(filter_files or {}), precond)
 
 
 def _preconditioner(shape, freq, space, alpha, normalization, omega) -> Preconditioner:
