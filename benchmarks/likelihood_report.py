@@ -6,6 +6,7 @@ seeded shuffle, the same dequantisation noise and Hutchinson probes, batch by ba
 compared: mean and max |Δbpd|, and NFE / seconds per batch next to the reference's.
 
     python benchmarks/likelihood_report.py --out benchmarks/results/likelihood_fashion_mnist_cpu.json \
+        --time-logs tol1e-5=runs/lik/tol1e-5_n128.log -- \
         tol1e-5=runs/lik/tol1e-5_n128 tol1e-3=runs/lik/tol1e-3_n32 tol1e-4=runs/lik/tol1e-4_n32
 """
 
@@ -37,6 +38,19 @@ def load_run(folder: str) -> dict:
     return summary
 
 
+def process_time(log: str) -> dict:
+    """User / system CPU seconds and elapsed wall time from a `/usr/bin/time -v` log."""
+    fields = {"User time (seconds)": "user_s", "System time (seconds)": "system_s",
+              "Elapsed (wall clock) time (h:mm:ss or m:ss)": "elapsed"}
+    out = {}
+    with open(log, errors="replace") as f:
+        for line in f:
+            key, _, value = line.strip().rpartition(": ")
+            if key in fields:
+                out[fields[key]] = value if fields[key] == "elapsed" else float(value)
+    return out
+
+
 def compare(reference: dict, other: dict) -> dict:
     n = min(len(reference["bpd_per_image"]), len(other["bpd_per_image"]))
     diff = np.asarray(other["bpd_per_image"][:n]) - np.asarray(reference["bpd_per_image"][:n])
@@ -51,10 +65,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--time-logs", nargs="*", default=[],
+                        help="name=log of `/usr/bin/time -v` around that run (process CPU time)")
     parser.add_argument("runs", nargs="+", help="name=folder; the first is the reference")
     args = parser.parse_args()
     runs = {name: load_run(folder) for name, folder in (r.split("=", 1) for r in args.runs)}
     names = list(runs)
+    for name, log in (t.split("=", 1) for t in args.time_logs):
+        runs[name]["process_time"] = process_time(log)
     result = {"argv": sys.argv, "reference": names[0], "runs": runs,
               "tolerance_comparison": {n: compare(runs[names[0]], runs[n]) for n in names[1:]}}
     for name, run in runs.items():
