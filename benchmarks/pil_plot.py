@@ -121,3 +121,83 @@ def grid_of_panels(panels: Sequence[Image.Image], columns: int, title: Optional[
     for i, panel in enumerate(panels):
         out.paste(panel, ((i % columns) * w, header + (i // columns) * h))
     return out
+
+
+def _nice_ticks(lo: float, hi: float, count: int = 5) -> List[float]:
+    """About `count` round tick values covering [lo, hi] (steps 1, 2 or 5 × 10^k)."""
+    span = max(hi - lo, 1e-12)
+    raw = span / count
+    step = min((m * 10.0 ** math.floor(math.log10(raw)) for m in (1, 2, 5, 10)), key=lambda s: abs(s - raw))
+    first = math.floor(lo / step) * step
+    return [first + i * step for i in range(int(math.ceil((hi - first) / step)) + 1)]
+
+
+ErrorSeries = Dict[str, List[Tuple[float, float, float, float]]]
+
+
+def errorbar_panel(series: ErrorSeries, title: str, xlabel: str, ylabel: str, size: Tuple[int, int] = (560, 420),
+                   xlog: bool = True, band: Optional[Tuple[float, float, str]] = None) -> Image.Image:
+    """One panel with a linear y axis; `series` maps a label to [(x, y, y_lo, y_hi), ...] drawn as a
+    line with markers and vertical interval bars (x on a log axis unless `xlog=False`).
+    `band` = (lo, hi, label) shades a horizontal band (e.g. the metric of real images)."""
+    width, height = size
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font, small = _font(14), _font(11)
+    pts = {k: [p for p in v if all(map(math.isfinite, p))] for k, v in series.items()}
+    xs = [p[0] for v in pts.values() for p in v]
+    ys = [y for v in pts.values() for p in v for y in p[1:]] + (list(band[:2]) if band else [])
+    draw.text((width / 2, 8), title, fill="black", font=font, anchor="mt")
+    if not xs:
+        return image
+    fx = (lambda x: math.log10(x)) if xlog else (lambda x: x)
+    x0, x1 = fx(min(xs)), fx(max(xs))
+    pad = 0.06 * max(x1 - x0, 1e-9)
+    x0, x1 = x0 - pad, x1 + pad
+    yticks = _nice_ticks(min(ys), max(ys))
+    y0, y1 = yticks[0], yticks[-1]
+    left, right, top, bottom = 64, width - 150, 30, height - 46
+
+    def to_px(x: float, y: float) -> Tuple[float, float]:
+        return (left + (fx(x) - x0) / (x1 - x0) * (right - left),
+                bottom - (y - y0) / max(y1 - y0, 1e-12) * (bottom - top))
+
+    if band:
+        _, ya = to_px(min(xs), band[0])
+        _, yb = to_px(min(xs), band[1])
+        draw.rectangle([left, min(ya, yb), right, max(ya, yb) + 1], fill="#cfe8cf")
+    for y in yticks:
+        _, py = to_px(min(xs), y)
+        draw.line([(left, py), (right, py)], fill="#dddddd")
+        draw.text((left - 5, py), f"{y:g}", fill="black", font=small, anchor="rm")
+    for x in sorted(set(xs)):
+        px, _ = to_px(x, y0)
+        draw.text((px, bottom + 5), f"{x:g}", fill="black", font=small, anchor="mt")
+    draw.rectangle([left, top, right, bottom], outline="black")
+    draw.text(((left + right) / 2, height - 16), xlabel, fill="black", font=font, anchor="mm")
+    label_img = Image.new("RGB", (bottom - top, 18), "white")
+    ImageDraw.Draw(label_img).text(((bottom - top) / 2, 9), ylabel, fill="black", font=small, anchor="mm")
+    image.paste(label_img.rotate(90, expand=True), (4, top))
+    legend = ([(band[2], "#cfe8cf", None)] if band else [])
+    for k, (name, points) in enumerate(pts.items()):
+        color, marker = PALETTE[k % len(PALETTE)], MARKERS[(k // len(PALETTE)) % len(MARKERS)]
+        points = sorted(points)
+        shift = (k - (len(pts) - 1) / 2) * 4  # px: bars of one x stay apart
+        pix = [to_px(p[0], p[1]) for p in points]
+        if len(pix) > 1:
+            draw.line([(u + shift, v) for u, v in pix], fill=color, width=2)
+        for p, (u, v) in zip(points, pix):
+            _, lo = to_px(p[0], p[2])
+            _, hi = to_px(p[0], p[3])
+            draw.line([(u + shift, lo), (u + shift, hi)], fill=color, width=1)
+            _marker(draw, marker, u + shift, v, 3, color)
+        legend.append((name, color, marker))
+    for k, (name, color, marker) in enumerate(legend):
+        ly = top + 4 + 16 * k
+        if marker is None:
+            draw.rectangle([right + 8, ly + 2, right + 32, ly + 12], fill=color)
+        else:
+            draw.line([(right + 8, ly + 7), (right + 32, ly + 7)], fill=color, width=2)
+            _marker(draw, marker, right + 20, ly + 7, 3, color)
+        draw.text((right + 38, ly), name, fill="black", font=small)
+    return image

@@ -1,0 +1,43 @@
+"""The picture of `quality_intervals.py --report` (Pillow, as every benchmark picture): each
+metric vs N with its 95% intervals and the band of real test images, and the radial
+power-spectrum error of every setting at one N."""
+
+from __future__ import annotations
+
+import io
+
+import pil_plot
+
+TITLES = {"fid": "domain FID (vs 60k train)", "kid": "KID (vs 10k test)",
+          "spectrum_db": "power-spectrum error (RMS dB)"}
+
+
+def _label(setting: str) -> str:
+    return "vanilla" if setting == "vanilla" else ("PDS alpha auto" if setting == "auto" else f"PDS alpha={setting}")
+
+
+def plot(report: dict) -> bytes:
+    rows = report["results"]
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    floor = report["floor"]
+    panels = []
+    for metric, title in TITLES.items():
+        series = {_label(s): [(r["steps"], r["metrics"][metric]["value"], r["metrics"][metric]["lo"],
+                               r["metrics"][metric]["hi"]) for r in rows if r["setting"] == s] for s in settings}
+        f = floor["metrics"][metric]
+        panels.append(pil_plot.errorbar_panel(series, title, "PC steps N (NFE = 2N)", metric,
+                                              band=(f["lo"], f["hi"], f"{floor['num_samples']} test images")))
+    steps = sorted({r["steps"] for r in rows})
+    pick = 50 if 50 in steps else steps[0]
+    series = {_label(r["setting"]): [(i + 1, db, db, db) for i, db in enumerate(r["spectrum_db_per_radius"])]
+              for r in rows if r["steps"] == pick}
+    series["test images"] = [(i + 1, db, db, db) for i, db in enumerate(floor["spectrum_db_per_radius"])]
+    panels.append(pil_plot.errorbar_panel(series, f"10 log10(P / P_train) per radius, N = {pick}",
+                                          "radius (cycles per image)", "dB", xlog=False))
+    model = report["model"]
+    title = (f"embedded Fashion-MNIST VE model, PC snr {model['snr']}, num_scales {model['num_scales']}; "
+             f"bootstrap 95% intervals ({report['bootstrap']['draws']} draws); sampled on "
+             f"{report['sampled_on'].get('device_kind')}")
+    buf = io.BytesIO()
+    pil_plot.grid_of_panels(panels, 4, title).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,198 @@
+"""Metrics with bootstrap intervals for `quality_intervals.py` (its `--report`).
+
+Three metrics of a set of uint8 samples, each with a basic-bootstrap 95% interval
+(resampling the samples with replacement; the references are large and held fixed):
+
+* FID (domain features vs the 60k train statistics). Per resample only the sample
+  moments change, so tr√(C₁C₂) = Σ √eig(S C₁ S) with S = √C₂ computed once.
+* KID: the unbiased MMD² with the cubic polynomial kernel k(x, y) = (xᵀy/d + 1)³ between
+  all samples and all 10k test features (one estimate, not subset means); within a
+  resample, pairs of copies of one sample are left out of the sample–sample term, as the
+  unbiased estimator leaves out i = j.
+* spectrum error: the radially averaged power spectrum P(r) = mean |FFT₂ x|² over images
+  in [0, 1] (integer radius r in cycles per image, 1 ≤ r ≤ H/2), against the same of the
+  training images; reported as the RMS over r of 10·log₁₀(P/P_train) in dB. It needs no
+  feature network, and it is what PDS's frequency filter acts on.
+
+Differences between two settings at the same N are bootstrapped paired: one index draw
+for both, as sample i of every setting at one N comes from the same noise.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+import scipy.linalg
+
+from pds_jax import fashion_mnist, feature_nets, io_utils, metrics
+from pds_jax.distances import polynomial_kernel
+from pds_jax.resources import resolve
+from quality_intervals import load_setting, setting_name
+from quality_vs_steps import KID_FEATURES, load_config_file
+
+FORMAT = "pds_jax.quality_intervals/1"
+METRICS = ("fid", "kid", "spectrum_db")
+
+
+# ------------------------------------------------------------------- per-sample quantities
+def radial_power(images: np.ndarray) -> np.ndarray:
+    """(n, H/2) per-image radial power spectra of uint8 NHWC images (r = 1..H/2, channels summed)."""
+    x = np.asarray(images, np.float64) / 255.0
+    h, w = x.shape[1:3]
+    power = (np.abs(np.fft.fft2(x, axes=(1, 2))) ** 2).sum(-1) / (h * w)
+    fy, fx = np.meshgrid(np.fft.fftfreq(h) * h, np.fft.fftfreq(w) * w, indexing="ij")
+    radius = np.rint(np.hypot(fy, fx)).astype(int)
+    bins = np.arange(1, min(h, w) // 2 + 1)
+    return np.stack([power[:, radius == r].mean(1) for r in bins], axis=1)
+
+
+class References:
+    """The fixed references: train moments (FID), test features (KID), train spectrum."""
+
+    def __init__(self, config, log=print):
+        self.extractor = feature_nets.get_feature_fn(str(config.eval.feature_net))
+        fid = metrics.load_statistics(resolve(str(config.eval.stats_file)), self.extractor.name,
+                                      self.extractor.dim)
+        self.mean, self.cov = np.asarray(fid.mean, np.float64), np.asarray(fid.cov, np.float64)
+        self.sqrt_cov = np.real(scipy.linalg.sqrtm(self.cov))
+        self.test = np.asarray(metrics.load_statistics(resolve(KID_FEATURES), self.extractor.name,
+                                                       self.extractor.dim).features, np.float64)
+        train, _ = fashion_mnist.load("train", config.data.get("folder") or None)
+        self.spectrum = radial_power(fashion_mnist.pad_to_32(train)[..., None]).mean(0)
+        self.test_images = fashion_mnist.pad_to_32(fashion_mnist.load("test")[0])[..., None]
+        log(f"references: {fid.count} train moments, {len(self.test)} test features, "
+            f"{len(train)} train spectra")
+
+    @staticmethod
+    def kyy_offdiagonal_mean(y: np.ndarray, block: int = 2000) -> float:
+        """mean of k(y_i, y_j) over i != j, in blocks (10k x 10k at once is 800 MB)."""
+        total = sum(polynomial_kernel(y[i:i + block], y).sum() for i in range(0, len(y), block))
+        diagonal = np.sum((np.einsum("ij,ij->i", y, y) / y.shape[1] + 1.0) ** 3)
+        return float((total - diagonal) / (len(y) * (len(y) - 1)))
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(metrics.compute_features(images, self.extractor, batch_size=500, progress=False),
+                          np.float64)
+
+
+class Scored:
+    """Per-sample quantities of one sample set, from which any resample's metrics follow."""
+
+    def __init__(self, feats: np.ndarray, spectra: np.ndarray, refs: References, kid_ref: np.ndarray,
+                 kyy: float):
+        self.feats, self.spectra, self.refs = feats, spectra, refs
+        self.kxx = polynomial_kernel(feats, feats)
+        self.kxy_rows = polynomial_kernel(feats, kid_ref).mean(1)
+        self.kyy = kyy
+
+    def values(self, idx: np.ndarray) -> np.ndarray:
+        """(FID, KID, spectrum error in dB) of the resample `idx`."""
+        f = self.feats[idx]
+        mu, cov = f.mean(0), np.cov(f, rowvar=False)
+        s = self.refs.sqrt_cov
+        eig = np.clip(np.linalg.eigvalsh(s @ cov @ s), 0.0, None)
+        fid = float(np.sum((mu - self.refs.mean) ** 2) + np.trace(cov) + np.trace(self.refs.cov)
+                    - 2.0 * np.sum(np.sqrt(eig)))
+        counts = np.bincount(idx, minlength=len(self.feats)).astype(np.float64)
+        pair_sum = counts @ self.kxx @ counts - np.sum(counts ** 2 * np.diag(self.kxx))
+        pairs = len(idx) ** 2 - np.sum(counts ** 2)
+        kid = float(pair_sum / pairs + self.kyy - 2.0 * np.mean(self.kxy_rows[idx]))
+        db = 10.0 * np.log10(self.spectra[idx].mean(0) / self.refs.spectrum)
+        return np.array([fid, kid, float(np.sqrt(np.mean(db ** 2)))])
+
+
+def interval(point: np.ndarray, draws: np.ndarray) -> Dict[str, Dict[str, float]]:
+    """Basic-bootstrap 95% intervals [2θ - q97.5, 2θ - q2.5] and bootstrap standard errors.
+
+    Resampling with replacement repeats samples, which raises FID (a statistic biased by 1/n)
+    in every resample; the percentile interval would then sit above the estimate, while the
+    basic interval reflects that shift back around it.
+    """
+    q_lo, q_hi = np.percentile(draws, [2.5, 97.5], axis=0)
+    se = draws.std(axis=0, ddof=1)
+    return {m: {"value": float(point[i]), "lo": float(2 * point[i] - q_hi[i]), "hi": float(2 * point[i] - q_lo[i]),
+                "se": float(se[i])} for i, m in enumerate(METRICS)}
+
+
+def bootstrap(scored: Scored, draws: np.ndarray) -> np.ndarray:
+    """(B, 3) metrics of each resample (rows of `draws`: index arrays)."""
+    return np.stack([scored.values(idx) for idx in draws])
+
+
+def difference(a: dict, b: dict) -> Dict[str, Dict[str, float]]:
+    """Paired interval of metric(a) - metric(b) (same resamples, same noise)."""
+    return interval(a["point"] - b["point"], a["draws"] - b["draws"])
+
+
+def score_group(folders: List[str], refs: References, kyy: float, num_draws: int, log=print) -> List[dict]:
+    """Rows of the settings at one N, on their common number of samples, with paired resamples."""
+    settings = [load_setting(f) for f in folders]
+    settings = [s for s in settings if s["samples"] is not None]
+    if not settings:
+        return []
+    n = min(len(s["samples"]) for s in settings)
+    draws = np.random.default_rng(0).integers(0, n, size=(num_draws, n))
+    rows = []
+    for s in settings:
+        images = s["samples"][:n]
+        scored = Scored(refs.features(images), radial_power(images), refs, refs.test, kyy)
+        point, boot = scored.values(np.arange(n)), bootstrap(scored, draws)
+        rows.append({"name": setting_name(s["steps"], s["setting"]), "steps": s["steps"], "setting": s["setting"],
+                     "alpha": s["alpha"], "eps": s["eps"], "nfe": s["nfe"], "num_samples": n,
+                     "nonfinite": s["nonfinite"], "sample_seconds": float(np.sum(s["seconds"])),
+                     "metrics": interval(point, boot), "spectrum_db_per_radius": _db(scored, n).tolist(),
+                     "point": point, "draws": boot})
+        m = rows[-1]["metrics"]
+        log(f"{rows[-1]['name']:16s} n={n} FID {m['fid']['value']:.2f} [{m['fid']['lo']:.2f}, {m['fid']['hi']:.2f}]"
+            f"  KID {m['kid']['value']:.4f}  spectrum {m['spectrum_db']['value']:.2f} dB")
+    by_setting = {r["setting"]: r for r in rows}
+    for a, b in (("auto", "5"), ("5", "vanilla"), ("auto", "vanilla")):
+        if a in by_setting and b in by_setting:
+            by_setting[a].setdefault("minus", {})[b] = difference(by_setting[a], by_setting[b])
+    return rows
+
+
+def _db(scored: Scored, n: int) -> np.ndarray:
+    return 10.0 * np.log10(scored.spectra[:n].mean(0) / scored.refs.spectrum)
+
+
+def floor(refs: References, n: int, num_draws: int) -> dict:
+    """The metrics of n real test images (KID against the other test features): the finite-n floor."""
+    images = refs.test_images[:n]
+    rest = refs.test[n:]
+    scored = Scored(refs.features(images), radial_power(images), refs, rest, refs.kyy_offdiagonal_mean(rest))
+    draws = np.random.default_rng(1).integers(0, n, size=(num_draws, n))
+    return {"num_samples": n, "note": f"the first {n} test images; KID against the other {len(rest)}",
+            "metrics": interval(scored.values(np.arange(n)), bootstrap(scored, draws)),
+            "spectrum_db_per_radius": _db(scored, n).tolist()}
+
+
+def report(args, log=print) -> dict:
+    config = load_config_file(args.config)
+    io_utils.check_writable(args.out, args.overwrite)
+    refs = References(config, log)
+    kyy = refs.kyy_offdiagonal_mean(refs.test)
+    folders = sorted(glob.glob(os.path.join(args.samples, "N*_*")))
+    steps = sorted({int(os.path.basename(f)[1:5]) for f in folders})
+    rows = []
+    for n in steps:
+        rows += score_group([f for f in folders if os.path.basename(f).startswith(f"N{n:04d}_")], refs, kyy,
+                            args.bootstrap, log)
+    if not rows:
+        raise SystemExit(f"--samples {args.samples}: no sampled setting; run the sampling first")
+    first = load_setting(folders[0])
+    out = {"format": FORMAT, "command": args.command, "samples": os.path.relpath(args.samples, os.getcwd()),
+           "model": {k: first[k] for k in ("config_file", "config_hash", "checkpoint", "num_scales", "snr",
+                                         "batch_size", "seed")},
+           "sampled_on": first["device"], "bootstrap": {"draws": args.bootstrap, "interval": "basic bootstrap 95% (2θ − q97.5, 2θ − q2.5)"},
+           "floor": floor(refs, max(r["num_samples"] for r in rows), args.bootstrap),
+           "results": [{k: v for k, v in r.items() if k not in ("point", "draws")} for r in rows]}
+    io_utils.atomic_write_json(args.out, out, overwrite=args.overwrite)
+    from quality_intervals_plot import plot
+    png = os.path.splitext(args.out)[0] + ".png"
+    io_utils.atomic_write_bytes(png, plot(out), overwrite=args.overwrite)
+    log(f"wrote {args.out} and {png}")
+    return out

@@ -1,0 +1,92 @@
+"""benchmarks/quality_intervals.py + quality_metrics.py: the bootstrapped metrics against the
+library's direct formulas, the radial spectrum on known images, and the resumable sample store."""
+
+import json
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from pds_jax import distances
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import quality_intervals as qi  # noqa: E402
+import quality_metrics as qm  # noqa: E402
+from tests.test_quality_benchmark import tiny_config_file  # noqa: E402,F401  (fixture)
+
+
+def _refs(rng, d=6):
+    ref = rng.normal(size=(400, d)) * np.linspace(0.5, 2.0, d)
+    cov = np.cov(ref, rowvar=False)
+    return ref, types.SimpleNamespace(mean=ref.mean(0), cov=cov, sqrt_cov=np.real(qm.scipy.linalg.sqrtm(cov)),
+                                      spectrum=np.ones(16))
+
+
+def test_point_values_equal_the_library_fid_and_kid():
+    rng = np.random.default_rng(0)
+    ref, refs = _refs(rng)
+    feats = rng.normal(size=(50, 6)) + 0.3
+    scored = qm.Scored(feats, np.ones((50, 16)), refs, ref, qm.References.kyy_offdiagonal_mean(ref, block=64))
+    fid, kid, db = scored.values(np.arange(50))
+    assert fid == pytest.approx(distances.frechet_distance(feats.mean(0), np.cov(feats, rowvar=False),
+                                                           refs.mean, refs.cov), rel=1e-9)
+    assert kid == pytest.approx(distances.mmd2_unbiased(feats, ref), rel=1e-9)
+    assert db == pytest.approx(0.0, abs=1e-12)
+
+
+def test_resampled_kid_leaves_out_pairs_of_copies():
+    rng = np.random.default_rng(1)
+    ref, refs = _refs(rng)
+    feats = rng.normal(size=(20, 6))
+    scored = qm.Scored(feats, np.ones((20, 16)), refs, ref, qm.References.kyy_offdiagonal_mean(ref))
+    idx = rng.integers(0, 20, size=20)
+    k = distances.polynomial_kernel(feats[idx], feats[idx])
+    distinct = idx[:, None] != idx[None, :]
+    expected = (k[distinct].mean() + qm.References.kyy_offdiagonal_mean(ref)
+                - 2 * distances.polynomial_kernel(feats[idx], ref).mean())
+    assert scored.values(idx)[1] == pytest.approx(expected, rel=1e-9)
+
+
+def test_radial_power_puts_a_cosine_at_its_radius():
+    i = np.arange(32)
+    image = 0.5 + 0.25 * np.cos(2 * np.pi * 3 * i / 32)[None, :] * np.ones((32, 1))
+    power = qm.radial_power(np.round(image * 255).astype(np.uint8)[None, ..., None])[0]
+    assert power.shape == (16,) and np.argmax(power) == 2  # radius 3 is bin 2 (bins start at r = 1)
+    assert power[2] > 1e3 * np.delete(power, 2).max()
+
+
+def test_basic_interval_reflects_the_resampling_shift():
+    draws = np.stack([np.linspace(1.0, 3.0, 1001)] * 3, axis=1)  # resamples sit above the estimate
+    out = qm.interval(np.array([1.0, 1.0, 1.0]), draws)["fid"]
+    assert out["lo"] == pytest.approx(-0.95, abs=1e-9) and out["hi"] == pytest.approx(0.95, abs=1e-9)
+
+
+def test_sample_store_resumes_the_missing_batch_only(tiny_config_file, tmp_path):
+    store = tmp_path / "store"
+    argv = ["--config", tiny_config_file, "--samples", str(store), "--steps", "2", "--settings", "vanilla",
+            "5", "--num-samples", "6", "--batch-size", "3"]
+    assert qi.sample(qi.parse_args(argv), log=lambda *_: None) == []
+    folder = store / "N0002_alpha5"
+    first = qi.load_setting(str(folder))
+    assert first["samples"].shape == (6, 32, 32, 1) and first["alpha"] == 5.0
+    vanilla = qi.load_setting(str(store / "N0002_vanilla"))["samples"]
+    assert not np.array_equal(vanilla, first["samples"])  # D = 1 is another sampler
+    os.remove(folder / "batch_0001.npz")
+    drawn = []
+    assert qi.sample(qi.parse_args(argv), log=drawn.append) == []
+    assert len(drawn) == 2 and "N0002_alpha5" in drawn[0]  # one batch + the summary line
+    np.testing.assert_array_equal(qi.load_setting(str(folder))["samples"], first["samples"])
+    record = json.loads((folder / "setting.json").read_text())
+    (folder / "setting.json").write_text(json.dumps(dict(record, seed=7)))
+    with pytest.raises(SystemExit, match="drawn with other settings .*seed"):
+        qi.sample(qi.parse_args(argv), log=lambda *_: None)
+
+
+def test_settings_flag_names_the_fix():
+    with pytest.raises(SystemExit):
+        qi.parse_args(["--settings", "0.5"])
+    assert qi.setting_name(25, "5") == "N0025_alpha5" and qi.setting_name(100, "auto") == "N0100_auto"
