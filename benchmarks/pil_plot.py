@@ -192,12 +192,17 @@ def errorbar_panel(series: ErrorSeries, title: str, xlabel: str, ylabel: str, si
             draw.line([(u + shift, lo), (u + shift, hi)], fill=color, width=1)
             _marker(draw, marker, u + shift, v, 3, color)
         legend.append((name, color, marker))
-    for k, (name, color, marker) in enumerate(legend):
-        ly = top + 4 + 16 * k
-        if marker is None:
-            draw.rectangle([right + 8, ly + 2, right + 32, ly + 12], fill=color)
-        else:
-            draw.line([(right + 8, ly + 7), (right + 32, ly + 7)], fill=color, width=2)
-            _marker(draw, marker, right + 20, ly + 7, 3, color)
-        draw.text((right + 38, ly), name, fill="black", font=small)
+    _legend(draw, legend, right + 8, top + 4, small)
     return image
+
+
+def _legend(draw: ImageDraw.ImageDraw, entries, x: float, y: float, font) -> None:
+    """Entries (label, colour, marker or None for a filled box), one per 16-px line from (x, y)."""
+    for k, (name, color, marker) in enumerate(entries):
+        ly = y + 16 * k
+        if marker is None:
+            draw.rectangle([x, ly + 2, x + 24, ly + 12], fill=color)
+        else:
+            draw.line([(x, ly + 7), (x + 24, ly + 7)], fill=color, width=2)
+            _marker(draw, marker, x + 12, ly + 7, 3, color)
+        draw.text((x + 30, ly), name, fill="black", font=font)
