@@ -22,7 +22,7 @@ EVAL_KEYS = {"fid", "kid", "kid_note", "fid_note", "num_samples", "batch_size", 
              "device", "config_hash", "config", "checkpoint", "output_dir", "resumed_batches", "date"}
 
 
-def tiny_eval_config(ckpt_dir, stats_file=CLASSIFIER_TRAIN_STATS):
+def tiny_eval_config(ckpt_dir, stats_file=CLASSIFIER_TRAIN_STATS, kid_stats_file=None):
     """configs/fashion_mnist_pds.py with an nf = 4 model, 4 PDS steps and 6 samples in batches of 4."""
     config = load_config("fashion_mnist_pds")
     config.model.update(dict(nf=4, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), dropout=0.0,
@@ -33,6 +33,8 @@ def tiny_eval_config(ckpt_dir, stats_file=CLASSIFIER_TRAIN_STATS):
     config.eval.num_samples = 6
     config.eval.batch_size = 4
     config.eval.stats_file = str(stats_file)
+    if kid_stats_file is not None:
+        config.eval.kid_stats_file = str(kid_stats_file)
     return config
 
 
@@ -60,7 +62,11 @@ def test_eval_writes_metrics_samples_and_report(first_run):
         saved = json.load(f)
     assert EVAL_KEYS <= set(saved)
     assert np.isfinite(saved["fid"]) and saved["fid"] > 0
-    assert saved["kid"] is None and "no raw features" in saved["kid_note"]
+    # the default config's KID reference: the 10k test features (the train stats hold none)
+    assert saved["kid"] is not None and np.isfinite(saved["kid"]["mean"])
+    assert "fashion_mnist_test_stats.npz" in saved["kid_note"]
+    assert saved["reference"]["kid_stats_file"].endswith("fashion_mnist_test_stats.npz")
+    assert "kid_stats_file" in saved["inputs"]
     assert saved["num_samples"] == 6 and saved["batch_size"] == 4
     assert saved["num_steps"] == 4 and saved["nfe_per_sample"] == 8  # corrector + predictor
     assert saved["sampler"]["method"] == "pc" and saved["sampler"]["pds"] is True
@@ -81,7 +87,7 @@ def test_fid_against_statistics_of_the_same_samples_is_zero_and_kid_runs(first_r
     own = metrics.compute_statistics(samples, get_feature_fn("fashion_mnist"), keep_features=True,
                                      progress=False)
     stats_file = metrics.save_statistics(str(tmp_path / "own.npz"), own)
-    again = eval_mode.run(tiny_eval_config(ckpt_dir, stats_file), str(workdir))
+    again = eval_mode.run(tiny_eval_config(ckpt_dir, stats_file, kid_stats_file=""), str(workdir))
     assert again["output_dir"] == os.path.join(workdir, "eval_1"), "another config: another folder"
     np.testing.assert_array_equal(np.load(os.path.join(again["output_dir"], "samples.npz"))["images"], samples)
     scale = np.trace(own.cov)
@@ -89,6 +95,13 @@ def test_fid_against_statistics_of_the_same_samples_is_zero_and_kid_runs(first_r
     assert report["fid"] > 1e-3 * scale
     assert again["kid"] is not None and np.isfinite(again["kid"]["mean"])
     assert "subsets of 6" in again["kid_note"]
+
+
+def test_kid_without_raw_reference_features_is_skipped_with_the_fix(ckpt_dir, tmp_path):
+    report = eval_mode.run(tiny_eval_config(ckpt_dir, kid_stats_file=""), str(tmp_path))
+    assert report["kid"] is None and "config.eval.kid_stats_file" in report["kid_note"]
+    with pytest.raises(ValueError, match="kid_stats_file=.*train_stats.npz holds only mean/covariance"):
+        eval_mode.run(tiny_eval_config(ckpt_dir, kid_stats_file=CLASSIFIER_TRAIN_STATS), str(tmp_path))
 
 
 def test_interrupted_eval_resumes_with_the_same_samples(first_run, ckpt_dir, tmp_path, monkeypatch):

@@ -103,7 +103,8 @@ def _eval():
     evaluate.bpd_hutchinson = 'rademacher'
     evaluate.bpd_rtol = 1e-5
     evaluate.bpd_atol = 1e-5
-    evaluate.stats_file = ''             # reference feature statistics for FID/KID
+    evaluate.stats_file = ''             # reference feature statistics for FID (and KID if it has features)
+    evaluate.kid_stats_file = ''         # reference raw features for KID; '' = those of stats_file
     evaluate.feature_net = 'inception'
     evaluate.inception_weights = ''      # local Inception weights file
     return evaluate

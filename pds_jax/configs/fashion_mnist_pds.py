@@ -74,9 +74,10 @@ def get_config():
 
     evaluate = config.eval
     evaluate.feature_net = 'fashion_mnist'
-    # 60k train images, mean/cov only (FID). fashion_mnist_test_stats.npz beside it holds the
-    # 10k test-set features too, which KID needs.
+    # FID against the 60k train images (mean/cov only); KID against the raw features of the
+    # 10k test images, which the train file does not hold.
     evaluate.stats_file = 'checkpoints/fashion_mnist_classifier/fashion_mnist_train_stats.npz'
+    evaluate.kid_stats_file = 'checkpoints/fashion_mnist_classifier/fashion_mnist_test_stats.npz'
     # --mode=eval: 256 samples take a few minutes on a CPU (PDS, 50 steps); FID from 256
     # samples is biased upward, so compare runs at equal num_samples only.
     evaluate.num_samples = 256

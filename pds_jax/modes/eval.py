@@ -96,17 +96,32 @@ def _eval_sizes(config):
     return n, min(batch, n)
 
 
-def _kid(stats, reference, config, num_samples):
+def kid_reference(config, extractor, reference):
+    """The statistics whose raw features KID compares against: config.eval.kid_stats_file, or
+    else the FID reference (which may hold none; then KID is skipped with a note)."""
+    path = str(config.eval.get("kid_stats_file", "") or "")
+    if not path:
+        return reference, str(config.eval.stats_file)
+    kid_ref = metrics.load_statistics(resources.resolve(path, what="config.eval.kid_stats_file"),
+                                      feature_net=extractor.name, dim=extractor.dim)
+    if kid_ref.features is None:
+        raise ValueError(f"config.eval.kid_stats_file={path} holds only mean/covariance, no raw features, "
+                         "which KID needs; save it with compute_statistics(..., keep_features=True), "
+                         "or set config.eval.kid_stats_file='' to skip KID")
+    return kid_ref, path
+
+
+def _kid(stats, kid_ref, path, num_samples):
     """(KID {'mean', 'std'} or None, a note saying how it was computed or why it was skipped)."""
-    if reference.features is None:
+    if kid_ref.features is None:
         return None, (
-            f"skipped: {config.eval.stats_file} holds only mean/covariance, no raw features, which KID "
-            "needs; use a statistics file saved with keep_features=True (for Fashion-MNIST: "
+            f"skipped: {path} holds only mean/covariance, no raw features, which KID needs; set "
+            "config.eval.kid_stats_file to statistics saved with keep_features=True (for Fashion-MNIST: "
             "checkpoints/fashion_mnist_classifier/fashion_mnist_test_stats.npz)")
-    kid = metrics.kid_from_statistics(stats, reference)
+    kid = metrics.kid_from_statistics(stats, kid_ref)
     return {"mean": kid.mean, "std": kid.std}, (
-        f"unbiased MMD² (cubic kernel), {metrics.KID_NUM_SUBSETS} subsets of "
-        f"{min(metrics.KID_SUBSET_SIZE, num_samples, len(reference.features))}")
+        f"unbiased MMD² (cubic kernel) against {path}, {metrics.KID_NUM_SUBSETS} subsets of "
+        f"{min(metrics.KID_SUBSET_SIZE, num_samples, len(kid_ref.features))}")
 
 
 def _prepare(config):
@@ -115,19 +130,23 @@ def _prepare(config):
     shape = image_shape(config)
     _check_feature_input(extractor, shape)
     reference = reference_statistics(config, extractor)
+    kid_ref = kid_reference(config, extractor, reference)
     if reference.image_size and tuple(reference.image_size) != tuple(shape):
         print(f"warning: the reference statistics were computed on {reference.image_size} images, the "
               f"samples are {shape}; the distance mixes resolution with quality")
-    return extractor, reference, shape
+    return extractor, reference, kid_ref, shape
 
 
 def run(config, workdir: str, folder: str = "eval") -> dict:
     num_samples, batch = _eval_sizes(config)
-    extractor, reference, shape = _prepare(config)
+    extractor, reference, (kid_ref, kid_path), shape = _prepare(config)
     sde, _model, _params, score_fn, ckpt = load_score_fn(config, workdir)
     sampler, setup = build_sampler(config, sde, (batch,) + shape, get_data_inverse_scaler(config))
 
-    inputs = run_inputs(ckpt, setup, stats_file=resources.resolve(str(config.eval.stats_file)))
+    files = {"stats_file": resources.resolve(str(config.eval.stats_file))}
+    if kid_ref is not reference:
+        files["kid_stats_file"] = resources.resolve(kid_path)
+    inputs = run_inputs(ckpt, setup, **files)
     out = output_dir(workdir, folder, config, inputs)
     num_batches = math.ceil(num_samples / batch)
     with discarded_if_empty(out):
@@ -136,13 +155,13 @@ def run(config, workdir: str, folder: str = "eval") -> dict:
     samples, nfes = load_batches(os.path.join(out, "batches"), num_samples)
 
     start = time.perf_counter()
-    stats = _statistics(samples, extractor, min(batch, 1000), keep_features=reference.features is not None)
+    stats = _statistics(samples, extractor, min(batch, 1000), keep_features=kid_ref.features is not None)
     feature_seconds = time.perf_counter() - start
     if not distributed.is_main():
         distributed.barrier(f"outputs written in {out}")
         return {}
     fid = metrics.fid_from_statistics(stats, reference)
-    kid_result, kid_note = _kid(stats, reference, config, num_samples)
+    kid_result, kid_note = _kid(stats, kid_ref, kid_path, num_samples)
 
     known = [n for n in nfes if n is not None]
     sampling_seconds = [d["seconds"] for _, d in sorted(drawn.items())]
@@ -157,7 +176,8 @@ def run(config, workdir: str, folder: str = "eval") -> dict:
         "feature_net": extractor.name,
         "reference": {"stats_file": str(config.eval.stats_file), "count": reference.count,
                       "dataset": reference.dataset, "image_size": list(reference.image_size),
-                      "has_features": reference.features is not None},
+                      "has_features": reference.features is not None,
+                      "kid_stats_file": kid_path if kid_ref.features is not None else None},
         "wall_time": {"sampling_s": float(sum(sampling_seconds)),
                       "sampling_per_batch_s": sampling_seconds,
                       "first_batch_s_incl_compile": sampling_seconds[0] if sampling_seconds else None,
