@@ -79,9 +79,16 @@ flags.DEFINE_string("coordinator_address", None, "Multi-process runs: host:port 
                     "(with --num_processes and --process_id; see pds_jax.distributed).")
 flags.DEFINE_integer("num_processes", None, "Multi-process runs: the number of processes.")
 flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index in [0, --num_processes).")
+flags.DEFINE_bool("print_config", False, "Print every field of --config with its value (after the "
+                  "--config.<field> overrides and the aliases), one `field = value` per line, and exit; "
+                  "no --workdir needed. --help --config=X prints them too.")
 flags.DEFINE_bool("distributed", False, "Start JAX's multi-controller runtime, auto-detecting the cluster "
                   "(TPU pod slice, SLURM, Open MPI) unless the three flags above are given.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flag_as_required("config")
+# --workdir is required too, except with --print_config (which writes nothing)
+flags.register_multi_flags_validator(
+    ["workdir", "print_config"], lambda v: v["workdir"] is not None or v["print_config"],
+    message="--workdir must be given (the folder for this run's outputs)")
 
 ALIASES = {
     "speed_up": "speed_up",
@@ -136,12 +143,29 @@ def _config_of(argv):
     return None
 
 
-def print_help(full: bool) -> None:
-    """The usage text and the flags (all of them with `full`) on stdout."""
+def config_listing(config, prefix: str = "") -> list:
+    """`field = value` lines of every leaf of a ConfigDict, in the config's order."""
+    from ml_collections import ConfigDict
+
+    lines = []
+    for key, value in config.items():
+        if isinstance(value, ConfigDict):
+            lines += config_listing(value, f"{prefix}{key}.")
+        else:
+            lines.append(f"{prefix}{key} = {value!r}")
+    return lines
+
+
+def print_help(full: bool, config=None) -> None:
+    """The usage text and the flags (all of them with `full`) on stdout; with `config`, its fields."""
     print(__doc__)
     print(FLAGS.get_help() if full else FLAGS.module_help(__name__))
-    if not full:
-        print("\nTry --helpfull to get a list of all flags (absl's included).")
+    if config is not None:
+        print("\nFields of --config (set any with --config.<field>=<value>):")
+        print("\n".join("  " + line for line in config_listing(config)))
+    elif not full:
+        print("\nTry --helpfull to get a list of all flags (absl's included); --help --config=<config> "
+              "or --print_config lists the config's fields with their values.")
 
 
 def parse_flags(argv):
@@ -154,7 +178,7 @@ def parse_flags(argv):
     args = argv[1:argv.index("--")] if "--" in argv else argv[1:]
     asked = [a for a in args if a in HELP_FLAGS]
     if asked:
-        print_help(full="--helpfull" in asked)
+        print_help(full="--helpfull" in asked, config=_config_of(argv))
         sys.exit(0)
     try:
         return FLAGS(argv)
@@ -193,6 +217,9 @@ def start_distributed() -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}", exitcode=2)
+    if FLAGS.print_config:
+        print("\n".join(config_listing(apply_aliases(FLAGS.config))))
+        return
     start_distributed()
     config = apply_aliases(FLAGS.config)
     module = importlib.import_module(f"pds_jax.modes.{FLAGS.mode}")

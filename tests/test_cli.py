@@ -304,6 +304,19 @@ def test_helpfull_lists_the_flags(tmp_path_factory):
     assert "sample|compare|estimate|train|eval|benchmark" in text
 
 
+def test_print_config_lists_every_field_with_overrides_and_needs_no_workdir(tmp_path_factory):
+    out = run_cli(tmp_path_factory, ["--config=fashion_mnist_pds", "--print_config", "--alpha=7",
+                                      "--config.eval.num_samples=9"])
+    lines = out.stdout.splitlines()
+    assert "sampling.pds.alpha = 7.0" in lines and "eval.num_samples = 9" in lines
+    assert "model.num_scales = 500" in lines and "eval.kid_stats_file = " + repr(
+        "checkpoints/fashion_mnist_classifier/fashion_mnist_test_stats.npz") in lines
+    listed = run_cli(tmp_path_factory, ["--help", "--config=fashion_mnist_pds"])
+    assert "Fields of --config" in listed.stdout and "  sampling.pds.speed_up = 10.0" in listed.stdout
+    missing = run_cli(tmp_path_factory, ["--config=fashion_mnist_pds"], expect=2)
+    assert "--workdir must be given" in missing.stderr and "Traceback" not in missing.stderr
+
+
 # --------------------------------------------------------------------------- the shipped default model
 
 
