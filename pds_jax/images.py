@@ -7,7 +7,7 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from pds_jax.io_utils import atomic_write_bytes
 
@@ -73,3 +73,26 @@ def side_by_side(panels: Sequence[np.ndarray], gap: int = 8, pad_value: int = 25
         if k + 1 < len(panels):
             padded.append(np.full((h, gap, c), pad_value, dtype=np.uint8))
     return np.concatenate(padded, axis=1)
+
+
+def upscaled(images: np.ndarray, min_size: int) -> np.ndarray:
+    """HWC image (or NHWC batch) enlarged by the smallest integer factor (nearest neighbour,
+    so pixels stay sharp) that makes each image's smaller side >= `min_size`."""
+    h_axis = np.ndim(images) - 3
+    zoom = max(1, -(-min_size // min(images.shape[h_axis:h_axis + 2])))
+    return np.repeat(np.repeat(images, zoom, axis=h_axis), zoom, axis=h_axis + 1) if zoom > 1 else images
+
+
+def captioned(image: np.ndarray, text: str, pad_value: int = 255) -> np.ndarray:
+    """The HWC uint8 image under a white caption strip (PIL's built-in font, 12 px a line);
+    the image is padded on the right when the caption is wider, so no text is cut off."""
+    lines = text.splitlines() or [""]
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    text_width = max(int(probe.textlength(line)) for line in lines) + 4
+    if text_width > image.shape[1]:
+        pad = np.full((image.shape[0], text_width - image.shape[1], image.shape[2]), pad_value, image.dtype)
+        image = np.concatenate([image, pad], axis=1)
+    height = 2 + 12 * len(lines)
+    strip = Image.new("L" if image.shape[2] == 1 else "RGB", (image.shape[1], height), pad_value)
+    ImageDraw.Draw(strip).multiline_text((2, 1), "\n".join(lines), fill=0, spacing=1)
+    return np.concatenate([np.asarray(strip).reshape(height, image.shape[1], -1), image], axis=0)

@@ -79,13 +79,20 @@ def test_estimate_writes_filter_statistics(estimated):
     assert "wrote npz" in out.stdout
 
 
-def test_estimate_refuses_to_overwrite(tmp_path_factory, setup, estimated):
+def test_a_second_estimate_takes_a_free_name_and_an_explicit_output_is_never_overwritten(
+        tmp_path_factory, setup, estimated, tmp_path):
     workdir, _ = estimated
     npz = os.path.join(workdir, "filters.npz")
     before = os.path.getmtime(npz), open(npz, "rb").read()
-    out = run_cli(tmp_path_factory, [f"--config={setup['config']}", f"--workdir={workdir}", "--mode=estimate"],
-                  expect=2)
-    assert npz in out.stderr and "already exists" in out.stderr
+    again = tmp_path / "again"
+    shutil.copytree(workdir, again)
+    out = run_cli(tmp_path_factory, [f"--config={setup['config']}", f"--workdir={again}", "--mode=estimate"])
+    assert os.path.exists(again / "filters_1.npz") and os.path.exists(again / "filters_1.json")
+    assert str(again / "filters_1.npz") in out.stdout
+    assert open(again / "filters.npz", "rb").read() == before[1]
+    out = run_cli(tmp_path_factory, [f"--config={setup['config']}", f"--workdir={workdir}", "--mode=estimate",
+                                     f"--config.estimate.output={npz}"], expect=2)
+    assert npz in out.stderr and "already exists" in out.stderr and "--config.estimate.output=" in out.stderr
     assert "Traceback" not in out.stderr
     assert (os.path.getmtime(npz), open(npz, "rb").read()) == before
 
@@ -196,8 +203,11 @@ def test_compare_three_panels(tmp_path_factory, setup, trained, estimated, tmp_p
         with Image.open(os.path.join(out, f"panel_{name}.png")) as png:
             widths.append(png.size)
     with Image.open(os.path.join(out, "comparison.png")) as png:
-        # Three captioned grids (2-line, 26 px strip) side by side with 12 px gaps.
-        assert png.size == (sum(w for w, _ in widths) + 2 * 12, widths[0][1] + 26)
+        # Three captioned grids (2-line, 26 px strip) side by side with 12 px gaps; the 16-px
+        # tiles are enlarged 4x (compare.TILE_PIXELS = 64), the panel files keep 1:1
+        size = lambda tile: (2 * (tile + 2) + 2, tile + 4)  # noqa: E731  (2 samples in a row, 2 px padding)
+        assert widths[0] == size(IMAGE_SIZE)
+        assert png.size == (3 * size(4 * IMAGE_SIZE)[0] + 2 * 12, size(4 * IMAGE_SIZE)[1] + 26)
     samples = np.load(os.path.join(out, "samples.npz"))
     assert sorted(samples.files) == sorted(panels)
     # PDS is on in its panel: 1 < max D ≤ α/(α−1) (the tiny random model's pixels saturate, so
@@ -292,6 +302,10 @@ def test_non_finite_samples_are_refused(tmp_path_factory, setup, trained, tmp_pa
                   expect=2)
     assert_user_error(out, "non-finite", "batch 0", "sampling.pds.speed_up")
     assert not os.path.exists(workdir / "samples")  # a failed run leaves no empty folder
+    out = run_cli(tmp_path_factory, sample_args(setup, trained, str(workdir), f"--config.sampling.checkpoint={bad}",
+                                                "--config.sampling.pds.speed_up=2", mode="compare"), expect=2)
+    assert_user_error(out, "non-finite", "full_vanilla")
+    assert not os.path.exists(workdir / "compare")
 
 
 def test_helpfull_lists_the_flags(tmp_path_factory):

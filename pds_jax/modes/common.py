@@ -215,8 +215,8 @@ def _choose_output_dir(workdir: str, name: str, config, inputs: Optional[dict]) 
 
 @contextlib.contextmanager
 def discarded_if_empty(out: str):
-    """Run the body; if it fails before any batch file exists, remove the run folder `out`
-    (its progress.json and empty batches/), so that a failed run leaves no empty folder.
+    """Run the body; if it fails before any result exists, remove the run folder `out` (its
+    progress.json and empty batches/ with it), so that a failed run leaves no empty folder.
     A folder holding anything else is left as it is."""
     try:
         yield out
@@ -227,8 +227,8 @@ def discarded_if_empty(out: str):
             progress = os.path.join(out, "progress.json")
             if os.path.exists(progress):
                 os.remove(progress)
-            if not os.listdir(out):
-                os.rmdir(out)
+        if os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
         raise
 
 

@@ -18,21 +18,17 @@ import time
 
 import jax
 import numpy as np
-from PIL import Image, ImageDraw
 
 from pds_jax import images as image_io
 from pds_jax.data import get_data_inverse_scaler
 from pds_jax.io_utils import atomic_save_npz, atomic_write_json, fresh_dir
-from pds_jax.modes.common import build_sampler, check_finite, image_shape, load_score_fn, run_header
+from pds_jax.modes.common import (build_sampler, check_finite, discarded_if_empty, image_shape, load_score_fn,
+                                  run_header)
 
 
-def _labelled(grid: np.ndarray, text: str) -> np.ndarray:
-    """The grid with a white caption strip on top (PIL's built-in bitmap font, 12 px a line)."""
-    height = 2 + 12 * len(text.splitlines())
-    strip = Image.new("L" if grid.shape[2] == 1 else "RGB", (grid.shape[1], height), 255)
-    ImageDraw.Draw(strip).multiline_text((2, 1), text, fill=0, spacing=1)
-    caption = np.asarray(strip).reshape(height, grid.shape[1], -1)
-    return np.concatenate([caption, grid], axis=0)
+# Tiles of the comparison picture are enlarged to at least this many pixels (32-px samples
+# are hard to judge at 1:1); the panel_<name>.png files keep the samples' own resolution.
+TILE_PIXELS = 64
 
 
 def run(config, workdir: str, folder: str = "compare") -> dict:
@@ -56,25 +52,30 @@ def run(config, workdir: str, folder: str = "compare") -> dict:
     report = run_header(config, "compare")
     report.update({"checkpoint": ckpt, "output_dir": out, "speed_up": k, "panels": {}})
     grids, samples = [], {}
-    for name, cfg in panels:
-        sampler, setup = build_sampler(cfg, sde, shape, inverse)
-        start = time.perf_counter()
-        x, nfe = sampler(key, score_fn)
-        x = np.asarray(jax.device_get(x))
-        seconds = time.perf_counter() - start
-        check_finite(x, f"panel {name} of {out}")
-        samples[name] = image_io.to_uint8(x)
-        alpha = setup.alpha  # None for the vanilla panels (no filters); 'auto' resolved
-        caption = (("vanilla" if alpha is None else f"PDS  alpha {alpha:.3g}")
-                   + f"\n{sampler.num_steps} steps  NFE {nfe}")
-        grid = image_io.make_grid(samples[name])
-        image_io.save_png(os.path.join(out, f"panel_{name}.png"), grid)
-        grids.append(_labelled(grid, caption))
-        report["panels"][name] = {"num_steps": sampler.num_steps, "nfe": nfe, "eps": sampler.eps,
-                                  "wall_time_s_incl_compile": seconds,
-                                  "preconditioner": setup.precond.describe(),
-                                  "pds_alpha": alpha}
-        print(f"{name:13s} {sampler.num_steps:5d} steps  NFE {nfe:5d}  {seconds:7.1f} s")
+    with discarded_if_empty(out):  # a failed first panel leaves no empty folder
+        for name, cfg in panels:
+            sampler, setup = build_sampler(cfg, sde, shape, inverse)
+            start = time.perf_counter()
+            try:
+                x, nfe = sampler(key, score_fn)
+            except FloatingPointError as e:
+                raise FloatingPointError(f"panel {name} ({sampler.num_steps} steps): {e}") from e
+            x = np.asarray(jax.device_get(x))
+            seconds = time.perf_counter() - start
+            check_finite(x, f"panel {name} of {out}")
+            samples[name] = image_io.to_uint8(x)
+            alpha = setup.alpha  # None for the vanilla panels (no filters); 'auto' resolved
+            caption = (("vanilla" if alpha is None else f"PDS  alpha {alpha:.3g}")
+                       + f"\n{sampler.num_steps} steps  NFE {nfe}")
+            grid = image_io.make_grid(samples[name])
+            image_io.save_png(os.path.join(out, f"panel_{name}.png"), grid)
+            big = image_io.make_grid(image_io.upscaled(samples[name], TILE_PIXELS))
+            grids.append(image_io.captioned(big, caption))
+            report["panels"][name] = {"num_steps": sampler.num_steps, "nfe": nfe, "eps": sampler.eps,
+                                      "wall_time_s_incl_compile": seconds,
+                                      "preconditioner": setup.precond.describe(),
+                                      "pds_alpha": alpha}
+            print(f"{name:13s} {sampler.num_steps:5d} steps  NFE {nfe:5d}  {seconds:7.1f} s")
     image_io.save_png(os.path.join(out, "comparison.png"), image_io.side_by_side(grids, gap=12))
     atomic_save_npz(os.path.join(out, "samples.npz"), samples)
     atomic_write_json(os.path.join(out, "run.json"), report)

@@ -1,12 +1,12 @@
 """`python main.py --mode=estimate`: estimate PDS filter statistics from a dataset.
 
 Reads config.data (the pipeline, see `pds_jax.data.get_dataset`) and config.estimate:
-num_images, batch_size, seed, output ('' = `<workdir>/filters.npz`). Writes, never
-over an existing file:
+num_images, batch_size, seed, output ('' = `<workdir>/filters.npz`, or `filters_<k>.npz`
+when that exists). Writes, never over an existing file:
 
   filters.npz   raw statistics + metadata (`pds_jax.filters.FilterStats.save`)
   filters.png   row 1: log power spectrum R per channel (fftshifted, DC in the centre);
-                row 2: second moment A per channel; each panel min–max normalised
+                row 2: second moment A per channel; each panel min–max normalised and captioned
   filters.json  the summary this function returns
 """
 
@@ -21,19 +21,35 @@ import jax
 import numpy as np
 
 from pds_jax import data, distributed, filters, images
-from pds_jax.io_utils import atomic_write_json, check_writable
+from pds_jax.io_utils import OutputExistsError, atomic_write_json, check_writable
 from pds_jax.precond import frequency_filter, space_filter
 
 DISPLAY_ALPHA = 5.0
 
 
 def output_paths(config, workdir: str) -> dict:
-    """The .npz, .png and .json paths that `run` writes."""
-    npz = config.estimate.get("output", "") or os.path.join(workdir, "filters.npz")
+    """The .npz, .png and .json paths that `run` writes.
+
+    By default `<workdir>/filters.npz`, or the first free `filters_<k>.npz` (with its .png and
+    .json) when an earlier estimate is there, as sample/compare pick `samples_<k>/`; a path set
+    in config.estimate.output is the user's choice and is refused, never overwritten, if it exists.
+    """
+    chosen = config.estimate.get("output", "")
+    npz = chosen or os.path.join(workdir, "filters.npz")
     if not npz.endswith(".npz"):
         raise ValueError(f"config.estimate.output must end in '.npz', got {npz!r}")
-    stem = npz[: -len(".npz")]
-    return {"npz": npz, "png": stem + ".png", "json": stem + ".json"}
+    paths = lambda stem: {"npz": stem + ".npz", "png": stem + ".png", "json": stem + ".json"}  # noqa: E731
+    stem, k = npz[: -len(".npz")], 0
+    if chosen:
+        taken = [p for p in paths(stem).values() if os.path.exists(p)]
+        if taken:
+            raise OutputExistsError(f"{taken[0]} already exists (config.estimate.output={chosen}); refusing to "
+                                    "overwrite it: pass another --config.estimate.output=<path>.npz, or "
+                                    "leave it empty for a free name in --workdir")
+        return paths(stem)
+    while any(os.path.exists(p) for p in paths(stem if k == 0 else f"{stem}_{k}").values()):
+        k += 1
+    return paths(stem if k == 0 else f"{stem}_{k}")
 
 
 def _panel(plane: np.ndarray, min_size: int = 128, max_size: int = 512) -> np.ndarray:
@@ -47,11 +63,17 @@ def _panel(plane: np.ndarray, min_size: int = 128, max_size: int = 512) -> np.nd
 
 
 def statistics_picture(stats: filters.FilterStats) -> np.ndarray:
-    """uint8 HWC picture: R (fftshifted) per channel above A per channel."""
-    R = np.fft.fftshift(stats.freq, axes=(0, 1))
+    """uint8 HWC picture, captioned: log R (fftshifted) per channel above A per channel."""
+    R = np.fft.fftshift(np.log(np.maximum(stats.freq, np.finfo(np.float64).tiny)), axes=(0, 1))
     A = stats.space
     rows = [images.side_by_side([_panel(s[..., c]) for c in range(s.shape[-1])]) for s in (R, A)]
-    gap = np.full((8, rows[0].shape[1], rows[0].shape[2]), 255, np.uint8)
+    channels = "  |  ".join(f"channel {c}" for c in range(stats.shape[-1]))
+    rows = [images.captioned(rows[0], f"log R: mean power spectrum (DC at the centre), {stats.count} images\n"
+                                      f"{channels}; each panel scaled min-max"),
+            images.captioned(rows[1], "A: mean second moment per pixel\n" + channels)]
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    gap = np.full((8, width, rows[0].shape[2]), 255, np.uint8)
     return np.concatenate([rows[0], gap, rows[1]], axis=0)
 
 
