@@ -27,6 +27,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import scipy.linalg
 
+import common
 from pds_jax import fashion_mnist, feature_nets, io_utils, metrics
 from pds_jax.distances import polynomial_kernel
 from pds_jax.resources import resolve
@@ -172,7 +173,7 @@ def floor(refs: References, n: int, num_draws: int) -> dict:
 
 def report(args, log=print) -> dict:
     config = load_config_file(args.config)
-    io_utils.check_writable(args.out, args.overwrite)
+    args.out, png = common.output_paths(args.out, "quality_intervals", args.overwrite)  # a free name
     refs = References(config, log)
     kyy = refs.kyy_offdiagonal_mean(refs.test)
     folders = sorted(glob.glob(os.path.join(args.samples, "N*_*")))
@@ -192,7 +193,6 @@ def report(args, log=print) -> dict:
            "results": [{k: v for k, v in r.items() if k not in ("point", "draws")} for r in rows]}
     io_utils.atomic_write_json(args.out, out, overwrite=args.overwrite)
     from quality_intervals_plot import plot
-    png = os.path.splitext(args.out)[0] + ".png"
     io_utils.atomic_write_bytes(png, plot(out), overwrite=args.overwrite)
     log(f"wrote {args.out} and {png}")
     return out

@@ -45,6 +45,7 @@ from pds_jax.samplers import deis, ode, pc  # noqa: E402
 from pds_jax.sde import VESDE, VPSDE  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 import pil_plot  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "samplers_oracle.json")
@@ -205,7 +206,8 @@ def plot(report: dict) -> bytes:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=DEFAULT_OUT, help="JSON path; the PNG goes next to it (.png)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="JSON path; the PNG goes next to it (.png); "
+                        "if either exists, the first free <name>_<k>.json is taken (unless --overwrite)")
     parser.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20, 50, 100, 200])
     parser.add_argument("--methods", nargs="+", default=None, help="subset of method names")
     parser.add_argument("--problems", nargs="+", default=None, help="subset of problem names")
@@ -223,9 +225,7 @@ def main(argv=None) -> dict:
             parser.error(f"unknown {what}(s) {sorted(unknown)}; choose from {sorted(table)}")
     methods = {k: v for k, v in methods.items() if args.methods is None or k in args.methods}
     problems = {k: v for k, v in problems.items() if args.problems is None or k in args.problems}
-    png_path = os.path.splitext(args.out)[0] + ".png"
-    for path in (args.out, png_path):
-        io_utils.check_writable(path, args.overwrite)
+    args.out, png_path = common.output_paths(args.out, "samplers_oracle", args.overwrite)
 
     report = {
         "meta": {"script": "benchmarks/samplers_oracle.py", "argv": sys.argv[1:] if argv is None else list(argv),
