@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from pds_jax import checkpoints, models
+from pds_jax import checkpoints, models, resources
 from pds_jax.sde import get_sde
 
 
 def load_score_model(config, path: str, ema: bool = True):
     """(sde, model, params, score_fn, checkpoint file) for a checkpoint file or folder.
 
-    A folder means its newest `checkpoint_<n>`. The parameter tree is checked against the
-    model built from `config`, so a checkpoint of another architecture fails with the
-    list of differing paths.
+    A folder means its newest `checkpoint_<n>`; a path as configs write it (relative, such as
+    'checkpoints/fashion_mnist_ncsnpp') also finds the files shipped with pds_jax
+    (`pds_jax.resources.resolve`). The parameter tree is checked against the model built from
+    `config`, so a checkpoint of another architecture fails with the list of differing paths.
     """
-    path = checkpoints.resolve_checkpoint(path)
+    path = checkpoints.resolve_checkpoint(resources.resolve(path, missing_ok=True))
     params = checkpoints.load_params(path, ema=ema)
     checkpoints.check_params(params, config, checkpoint=path)
     sde = get_sde(config)
