@@ -77,3 +77,20 @@ def random_params(config, seed=0, scale=0.1):
 def random_images(config, batch=2, seed=3):
     size, channels = config.data.image_size, config.data.num_channels
     return jax.random.uniform(jax.random.PRNGKey(seed), (batch, size, size, channels), jnp.float32)
+
+
+class InterruptedSampler:
+    """A `Sampler` stand-in whose `interrupt_at`-th batch raises KeyboardInterrupt (a simulated
+    Ctrl-C); everything else is the wrapped sampler's."""
+
+    def __init__(self, sampler, interrupt_at: int = 2):
+        self.sampler, self.interrupt_at, self.calls = sampler, interrupt_at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.sampler, name)
+
+    def call_with_progress(self, rng, score_fn, progress, chunk_steps=None):
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt(f"simulated Ctrl-C during batch {self.calls - 1}")
+        return self.sampler.call_with_progress(rng, score_fn, progress, chunk_steps)

@@ -212,3 +212,36 @@ def test_same_samples_on_one_and_eight_devices(tmp_path):
                        capture_output=True, timeout=300)
         outs.append(np.load(out))
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk_steps", [1, 7, None, 500])
+def test_chunked_run_with_progress_equals_the_one_program_run(oracle, pds, chunk_steps):
+    """call_with_progress: the same samples (bitwise on CPU), every step reported exactly once,
+    one report per chunk; the chunk program compiles once for every chunk (traced bounds)."""
+    sampler = get_pc_sampler(VE, (8,) + SHAPE, precond=pds, speed_up=20, check_finite=True)  # 50 steps
+    key, score = jax.random.PRNGKey(5), oracle.score_fn(VE)
+    x, nfe = sampler(key, score)
+    reports = []
+    y, nfe_chunked = sampler.call_with_progress(key, score, reports.append, chunk_steps=chunk_steps)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
+    assert nfe_chunked == nfe == 100 and sum(reports) == 50
+    chunk = chunk_steps or 3  # default: ceil(50 / 20)
+    assert len(reports) == -(-50 // min(chunk, 50)) and max(reports) == min(chunk, 50)
+    assert sampler._chunk_programs[1]._cache_size() == 1
+
+
+def test_chunked_run_names_the_first_non_finite_step(oracle, pds):
+    """The NaN guard of the chunked loop reports the same first bad step as the one-program loop."""
+    sampler = get_pc_sampler(VE, (4,) + SHAPE, precond=pds, speed_up=20, check_finite=True)  # 50 steps
+    exact = oracle.score_fn(VE)
+    t_bad = float(np.linspace(VE.T, sampler.eps, 50)[17]) + 1e-6  # NaN scores from step 17 on
+
+    def score(x, t):
+        return jnp.where((t < t_bad)[:, None, None, None], jnp.nan, exact(x, t))
+
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(FloatingPointError) as whole:
+        sampler(key, score)
+    with pytest.raises(FloatingPointError) as chunked:
+        sampler.call_with_progress(key, score, lambda k: None, chunk_steps=3)
+    assert str(whole.value) == str(chunked.value) and "first at step 17 of 50" in str(whole.value)

@@ -23,7 +23,7 @@ from pds_jax.samplers.deis import get_deis_sampler
 from pds_jax.samplers.ode import get_ode_sampler
 from pds_jax.samplers.pc import get_pc_sampler
 from pds_jax.sde import VESDE
-from tests.model_helpers import load_config
+from tests.model_helpers import InterruptedSampler, load_config
 
 import jax
 
@@ -324,16 +324,7 @@ def test_sample_run_after_the_checkpoint_changed_starts_a_new_folder(tmp_path, m
 
     def failing_second_batch(*args, **kwargs):
         sampler, setup = real_build(*args, **kwargs)
-        calls = []
-
-        def flaky(rng, score_fn):
-            calls.append(1)
-            if len(calls) == 2:
-                raise KeyboardInterrupt("simulated Ctrl-C during batch 1")
-            return sampler(rng, score_fn)
-
-        flaky.__dict__.update(sampler.__dict__)
-        return flaky, setup
+        return InterruptedSampler(sampler), setup
 
     monkeypatch.setattr(sample_mode, "build_sampler", failing_second_batch)
     with pytest.raises(KeyboardInterrupt):

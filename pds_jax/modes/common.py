@@ -247,17 +247,21 @@ def draw_batches(sampler, score_fn, key, num_batches: int, batch_dir: str, desc:
     if distributed.is_main():
         todo[batch_files.missing(batch_dir, num_batches)] = 1
     todo = np.asarray(distributed.broadcast(todo))
-    drawn = {}
-    for b in tqdm(np.flatnonzero(todo).tolist(), desc=desc, unit="batch", disable=not distributed.is_main()):
-        start = time.perf_counter()
-        try:
-            x, nfe = sampler(jax.random.fold_in(key, b), score_fn)
-        except FloatingPointError as e:  # the sampler's check_finite, with the batch named
-            raise FloatingPointError(f"batch {b} in {batch_dir}: {e}; nothing was saved for it") from e
-        rows, x = batch_files.local_rows(x)
-        drawn[b] = {"seconds": time.perf_counter() - start, "nfe": int(nfe)}
-        check_finite(x, f"batch {b} in {batch_dir}")
-        batch_files.save(batch_dir, b, rows, image_io.to_uint8(x), nfe, sampler.shape[0])
+    drawn, batches = {}, np.flatnonzero(todo).tolist()
+    # progress in steps, within a batch too (the PC sampler runs as chunks of steps)
+    with tqdm(total=len(batches) * int(sampler.num_steps), desc=desc, unit="step",
+              disable=not distributed.is_main() or not batches) as bar:
+        for k, b in enumerate(batches):
+            bar.set_postfix_str(f"batch {k + 1}/{len(batches)}")
+            start = time.perf_counter()
+            try:
+                x, nfe = sampler.call_with_progress(jax.random.fold_in(key, b), score_fn, bar.update)
+            except FloatingPointError as e:  # the sampler's check_finite, with the batch named
+                raise FloatingPointError(f"batch {b} in {batch_dir}: {e}; nothing was saved for it") from e
+            rows, x = batch_files.local_rows(x)
+            drawn[b] = {"seconds": time.perf_counter() - start, "nfe": int(nfe)}
+            check_finite(x, f"batch {b} in {batch_dir}")
+            batch_files.save(batch_dir, b, rows, image_io.to_uint8(x), nfe, sampler.shape[0])
     distributed.barrier(f"batches drawn in {batch_dir}")
     return drawn
 

@@ -18,6 +18,7 @@ import time
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from pds_jax import images as image_io
 from pds_jax.data import get_data_inverse_scaler
@@ -57,7 +58,8 @@ def run(config, workdir: str, folder: str = "compare") -> dict:
             sampler, setup = build_sampler(cfg, sde, shape, inverse)
             start = time.perf_counter()
             try:
-                x, nfe = sampler(key, score_fn)
+                with tqdm(total=sampler.num_steps, desc=f"{name} ({sampler.num_steps} steps)", unit="step") as bar:
+                    x, nfe = sampler.call_with_progress(key, score_fn, bar.update)
             except FloatingPointError as e:
                 raise FloatingPointError(f"panel {name} ({sampler.num_steps} steps): {e}") from e
             x = np.asarray(jax.device_get(x))

@@ -29,7 +29,7 @@ from pds_jax import pds
 from pds_jax.pds import PDSSetup
 from pds_jax.precond import Preconditioner
 from pds_jax.samplers.common import check_shape
-from pds_jax.samplers.record import Sampler
+from pds_jax.samplers.record import Chunks, Sampler
 from pds_jax.sde import SDE, batch_mul
 
 Array = jax.Array
@@ -158,29 +158,25 @@ CORRECTORS = {
 # --------------------------------------------------------------------------- #
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "sde", "shape", "eps", "predictor", "corrector", "snr", "n_steps", "probability_flow", "denoise",
-    "batch_sharding", "check_finite"))
-def pc_solve(rng: Array, score_fn: ScoreFn, precond: Preconditioner, *, sde: SDE, shape: Tuple[int, ...],
-             eps: float, predictor: str, corrector: str, snr: float, n_steps: int,
-             probability_flow: bool, denoise: bool, batch_sharding=None, check_finite: bool = False):
-    """The PC loop (score_sde's Algorithm of PC sampling, with PDS): N = sde.N steps.
+SETTINGS = ("sde", "shape", "eps", "predictor", "corrector", "snr", "n_steps", "probability_flow", "denoise",
+            "batch_sharding", "check_finite")
 
-    x_T = M · prior sample; for t in linspace(T, eps, N): corrector, then predictor, at t;
-    returns (x_mean of the last predictor if `denoise` else x, stats) where stats holds
-    'first_bad', the first step whose state is NaN/Inf (−1 if none), when `check_finite`.
-    The keys are split exactly as score_sde does; the settings are static, so timesteps
-    and step counts are compile-time constants of one `fori_loop` program.
-    """
+
+def _pc_loop(score_fn: ScoreFn, precond: Preconditioner, *, sde: SDE, shape: Tuple[int, ...], eps: float,
+             predictor: str, corrector: str, snr: float, n_steps: int, probability_flow: bool,
+             batch_sharding=None, check_finite: bool = False, **_):
+    """(start(rng) -> carry, body(i, carry) -> carry, run(f)): the PC loop's pieces, shared by
+    the one-program solver and the chunked one (so both trace the same operations)."""
     predictor_fn, corrector_fn = PREDICTORS[predictor], CORRECTORS[corrector]
-    num_steps = sde.N
+    timesteps = jnp.linspace(sde.T, eps, sde.N)
 
     def constrain(x):
         return x if batch_sharding is None else jax.lax.with_sharding_constraint(x, batch_sharding)
 
-    rng, step_rng = jax.random.split(rng)
-    x = constrain(precond.M(sde.prior_sampling(step_rng, shape)))
-    timesteps = jnp.linspace(sde.T, eps, num_steps)
+    def start(rng):
+        rng, step_rng = jax.random.split(rng)
+        x = constrain(precond.M(sde.prior_sampling(step_rng, shape)))
+        return rng, x, x, jnp.asarray(-1, jnp.int32)
 
     def body(i, val):
         rng, x, x_mean, first_bad = val
@@ -195,13 +191,48 @@ def pc_solve(rng: Array, score_fn: ScoreFn, precond: Preconditioner, *, sde: SDE
             first_bad = jnp.where((first_bad < 0) & bad, i, first_bad)
         return rng, x, x_mean, first_bad
 
-    init = (rng, x, x, jnp.asarray(-1, jnp.int32))
-    if batch_sharding is None:
-        _, x, x_mean, first_bad = jax.lax.fori_loop(0, num_steps, body, init)
-    else:  # the mesh for `_batch_mean_norm`'s replicated norms
-        with jax.sharding.use_abstract_mesh(batch_sharding.mesh.abstract_mesh):
-            _, x, x_mean, first_bad = jax.lax.fori_loop(0, num_steps, body, init)
+    def run(f):
+        if batch_sharding is None:
+            return f()
+        with jax.sharding.use_abstract_mesh(batch_sharding.mesh.abstract_mesh):  # for `_batch_mean_norm`
+            return f()
+
+    return start, body, run
+
+
+def _pc_result(carry, *, denoise: bool, check_finite: bool = False, **_):
+    _, x, x_mean, first_bad = carry
     return (x_mean if denoise else x), ({"first_bad": first_bad} if check_finite else {})
+
+
+@functools.partial(jax.jit, static_argnames=SETTINGS)
+def pc_solve(rng: Array, score_fn: ScoreFn, precond: Preconditioner, **settings):
+    """The PC loop (score_sde's Algorithm of PC sampling, with PDS): N = sde.N steps.
+
+    x_T = M · prior sample; for t in linspace(T, eps, N): corrector, then predictor, at t;
+    returns (x_mean of the last predictor if `denoise` else x, stats) where stats holds
+    'first_bad', the first step whose state is NaN/Inf (−1 if none), when `check_finite`.
+    The keys are split exactly as score_sde does; the settings (`SETTINGS`) are static, so
+    timesteps and step counts are compile-time constants of one `fori_loop` program.
+    """
+    start, body, run = _pc_loop(score_fn, precond, **settings)
+    init = start(rng)
+    return _pc_result(run(lambda: jax.lax.fori_loop(0, settings["sde"].N, body, init)), **settings)
+
+
+@functools.partial(jax.jit, static_argnames=SETTINGS)
+def pc_start(rng: Array, score_fn: ScoreFn, precond: Preconditioner, **settings):
+    """The chunked PC loop, part 1: the carry (key, x_T, x_T, first_bad) before step 0."""
+    start, _, _ = _pc_loop(score_fn, precond, **settings)
+    return start(rng)
+
+
+@functools.partial(jax.jit, static_argnames=SETTINGS)
+def pc_steps(carry, lo: Array, hi: Array, score_fn: ScoreFn, precond: Preconditioner, **settings):
+    """The chunked PC loop, part 2: steps lo..hi-1 of `pc_solve`'s loop (one program for every
+    chunk: the bounds are traced), so a caller can report progress between chunks."""
+    _, body, run = _pc_loop(score_fn, precond, **settings)
+    return run(lambda: jax.lax.fori_loop(lo, hi, body, carry))
 
 
 def check_settings(sde: SDE, predictor: str, corrector: str, n_steps: int, probability_flow: bool,
@@ -249,8 +280,12 @@ def pc_sampler(setup: PDSSetup, shape, predictor: str = "reverse_diffusion", cor
     options = {"predictor": predictor, "corrector": corrector, "snr": snr, "n_steps_each": int(n_steps),
                "probability_flow": bool(probability_flow), "denoise": bool(denoise)}
     options.update(setup.describe())
+    settings = solve.keywords
+    chunks = Chunks(functools.partial(pc_start, **settings), functools.partial(pc_steps, **settings),
+                    functools.partial(_pc_result, **settings))
     return Sampler("pc", shape, setup.num_steps, setup.num_steps * evals_per_step, float(setup.eps), solve,
-                   operands=(precond,), inverse_scaler=inverse_scaler, check_finite=bool(check_finite), options=options)
+                   operands=(precond,), inverse_scaler=inverse_scaler, check_finite=bool(check_finite), options=options,
+                   chunks=chunks)
 
 
 def get_pc_sampler(sde: SDE, shape, predictor: str = "reverse_diffusion", corrector: str = "langevin",

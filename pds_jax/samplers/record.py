@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -75,6 +75,17 @@ def checked_score_fn(score_fn: Callable) -> Partial:
     return Partial(_shape_checked, as_partial(score_fn))
 
 
+class Chunks(NamedTuple):
+    """A solver split so that a host loop can report progress between jitted chunks of steps:
+    `start(rng, score_fn, *operands) -> carry`, `steps(carry, lo, hi, score_fn, *operands) -> carry`
+    (steps lo..hi-1; one compiled program for every chunk, the bounds being traced) and
+    `result(carry) -> (x, stats)`, tracing the same operations as `solve`."""
+
+    start: Callable[..., Any]
+    steps: Callable[..., Any]
+    result: Callable[[Any], Tuple[Array, Mapping[str, Array]]]
+
+
 @dataclasses.dataclass(frozen=True)
 class Sampler:
     """A built sampler: callable `(rng, score_fn) -> (samples, nfe)`.
@@ -97,6 +108,7 @@ class Sampler:
         description, ...), reported by `describe()`.
       prior: None, or `rng -> x_T` run before the program, whose `solve` then takes x_T
         (see the module docstring).
+      chunks: None, or the solver in pieces (`Chunks`) for `call_with_progress`.
     """
 
     method: str
@@ -111,19 +123,14 @@ class Sampler:
     check_finite: bool = False
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     prior: Optional[Callable[[Array], Array]] = None
+    chunks: Optional[Chunks] = None
 
     def _start(self, rng: Array) -> Array:
         """What the program receives: the key, or x_T = prior(rng) when `prior` is set."""
         return rng if self.prior is None else self.prior(rng)
 
     def _run(self, start: Array, score_fn: Callable, operands: Tuple[Any, ...]):
-        x, stats = self.solve(start, checked_score_fn(score_fn), *operands)
-        if self.inverse_scaler is not None:
-            x = self.inverse_scaler(x)
-        if self.check_finite:
-            # a replicated scalar: readable on every process, also when x spans other hosts' devices
-            stats = dict(stats, finite=jnp.all(jnp.isfinite(x)))
-        return x, stats
+        return self._finish(*self.solve(start, checked_score_fn(score_fn), *operands))
 
     @functools.cached_property
     def _program(self):
@@ -137,6 +144,58 @@ class Sampler:
             self._raise_if_not_finite(x, stats)
         nfe = int(stats["nfe"]) if "nfe" in stats else self.nfe
         return x, nfe
+
+    @functools.cached_property
+    def _chunk_programs(self):
+        c = self.chunks
+        steps = jax.jit(lambda carry, lo, hi, score_fn, operands: c.steps(carry, lo, hi, checked_score_fn(score_fn),
+                                                                           *operands))
+        start = jax.jit(lambda rng, score_fn, operands: c.start(rng, checked_score_fn(score_fn), *operands))
+        return start, steps, jax.jit(lambda carry: self._finish(*c.result(carry)))
+
+    def _finish(self, x, stats):
+        """The inverse scaler and the finite flag, inside the compiled program."""
+        if self.inverse_scaler is not None:
+            x = self.inverse_scaler(x)
+        if self.check_finite:
+            # a replicated scalar: readable on every process, also when x spans other hosts' devices
+            stats = dict(stats, finite=jnp.all(jnp.isfinite(x)))
+        return x, stats
+
+    def call_with_progress(self, rng: Array, score_fn: Callable, progress: Callable[[int], Any],
+                           chunk_steps: Optional[int] = None) -> Tuple[Array, int]:
+        """`self(rng, score_fn)`, calling `progress(k)` each time k more steps are done.
+
+        Samplers with `chunks` (PC) run as jitted chunks of `chunk_steps` steps (default:
+        about 1/20 of the schedule), the next chunk dispatched before waiting for the last,
+        so the device stays busy; there is no host callback inside a compiled loop. Others
+        run in one program and report all their steps at the end. The samples equal those
+        of `self(rng, score_fn)` up to float round-off of the separately compiled pieces.
+        """
+        if self.chunks is None:
+            x, nfe = self(rng, score_fn)
+            progress(self.num_steps)
+            return x, nfe
+        start, steps, finish = self._chunk_programs
+        score, total = as_partial(score_fn), int(self.num_steps)
+        chunk = max(1, int(chunk_steps or -(-total // 20)))
+        carry = start(self._start(rng), score, self.operands)
+        previous, done = None, 0
+        for lo in range(0, total, chunk):
+            hi = min(total, lo + chunk)
+            carry = steps(carry, jnp.int32(lo), jnp.int32(hi), score, self.operands)
+            if previous is not None:
+                jax.block_until_ready(previous[0])
+                progress(previous[1])
+                done += previous[1]
+            previous = (carry, hi - lo)
+        x, stats = finish(carry)
+        if previous is not None:
+            jax.block_until_ready(x)
+            progress(total - done)
+        if self.check_finite:
+            self._raise_if_not_finite(x, stats)
+        return x, (int(stats["nfe"]) if "nfe" in stats else self.nfe)
 
     def lower(self, rng: Array, score_fn: Callable):
         """`jax.jit(...).lower` of the program a call runs (inverse scaler included; not
