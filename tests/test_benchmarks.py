@@ -224,3 +224,16 @@ def test_benchmark_mode_filters():
     config.sampling.pds.freq_filter = ""
     setup, info = benchmark._setup(config, get_sde(config))
     assert info["source"] == "none" and setup.precond.is_identity and setup.alpha is None
+
+
+def test_progress_overhead_tiny(tmp_path):
+    """The shipped model at 4 steps, batch 2: both ways run, the samples are bitwise equal."""
+    progress_overhead = load_script("progress_overhead")
+    out = tmp_path / "progress.json"
+    progress_overhead.main(["--steps", "4", "--batch-size", "2", "--repeats", "2", "--chunk-steps", "1",
+                            "--out", str(out)])
+    result = read(out)
+    check_header(result, "progress_overhead")
+    assert result["samples_bitwise_equal"] is True and result["progress_reports_per_call"] == 4
+    assert len(result["rounds"]) == 2 and result["ratio_min"] <= result["ratio_median"] <= result["ratio_max"]
+    assert (tmp_path / "progress.png").read_bytes()[:8] == PNG
