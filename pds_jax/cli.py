@@ -31,7 +31,7 @@ MODES = ("sample", "compare", "estimate", "train", "eval", "benchmark", "likelih
 # at INFO, which absl prints and which reads like an error on every CPU or GPU machine.
 python_logging.getLogger("jax._src.xla_bridge").setLevel(python_logging.WARNING)
 
-MULTIHOST_MODES = ("sample", "eval", "estimate")  # the modes that run on JAX's multi-controller runtime
+MULTIHOST_MODES = ("sample", "eval", "estimate", "train")  # the modes that run on JAX's multi-controller runtime
 HELP_FLAGS = ("-h", "--help", "-help", "-?", "--helpshort", "--helpfull")
 
 

@@ -174,3 +174,32 @@ def my_part(n: int) -> slice:
     """This process's contiguous share of n items: process i of P gets [i·n//P, (i+1)·n//P)."""
     i, p = process_index(), process_count()
     return slice(i * n // p, (i + 1) * n // p)
+
+
+def to_global(x: np.ndarray, sharding) -> Any:
+    """A host array that every process holds whole, as a global `jax.Array` of `sharding`.
+
+    Each process places only the pieces its own devices hold (`make_array_from_callback`),
+    whatever the order of the mesh's devices. With one process this is `jax.device_put`.
+    """
+    import jax
+
+    if process_count() == 1:
+        return jax.device_put(x, sharding)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def to_host(tree: Any) -> Any:
+    """Host numpy copies of a pytree of replicated (or process-local) arrays: a replicated
+    global array is read from one of this process's own devices."""
+    import jax
+
+    def one(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            if not leaf.is_fully_replicated:
+                raise ValueError("to_host needs a replicated array; this one is sharded across processes")
+            return np.asarray(leaf.addressable_data(0))
+        return np.asarray(leaf)
+
+    return jax.tree_util.tree_map(one, tree)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pds_jax import checkpoints, data, losses, models
+from pds_jax import checkpoints, data, distributed, losses, models
 
 
 @flax.struct.dataclass
@@ -155,11 +155,11 @@ def make_eval_loss(config, sde):
 
 def to_score_sde_dict(config, state: TrainState) -> dict:
     mu, nu, count = adam_moments(state.opt_state)
-    to_np = lambda tree: jax.tree.map(np.asarray, jax.device_get(tree))
+    to_np = distributed.to_host  # replicated state: also readable when it spans other processes' devices
     return checkpoints.make_score_sde_state(
-        step=int(state.step), params=to_np(state.params), params_ema=to_np(state.params_ema),
-        adam_mu=to_np(mu), adam_nu=to_np(nu), adam_count=int(count), lr=float(config.optim.lr),
-        ema_rate=float(config.model.ema_rate), rng=np.asarray(state.rng))
+        step=int(to_np(state.step)), params=to_np(state.params), params_ema=to_np(state.params_ema),
+        adam_mu=to_np(mu), adam_nu=to_np(nu), adam_count=int(to_np(count)), lr=float(config.optim.lr),
+        ema_rate=float(config.model.ema_rate), rng=to_np(state.rng))
 
 
 def from_score_sde_dict(raw: dict, template: TrainState) -> TrainState:

@@ -13,6 +13,7 @@ import re
 import os
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -122,6 +123,41 @@ def test_estimate_two_processes_equal_one(tmp_path_factory, setup):
     assert _read(os.path.join(two, "filters.json"))["processes"] == 2
 
 
+TRAIN = ["--config.training.n_iters=4", "--config.training.batch_size=8", "--config.training.n_jitted_steps=1",
+         "--config.training.log_freq=2", "--config.training.eval_freq=2", "--config.training.snapshot_freq=4",
+         "--config.training.snapshot_freq_for_preemption=2", "--config.training.snapshot_sampling=False",
+         "--config.optim.warmup=2"]
+
+
+def _losses(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_train_two_processes_equal_one_and_resume(tmp_path_factory, setup):
+    """Data-parallel training on 2 × 4 devices: the same global batches (a function of seed and
+    step), so the same losses and weights as 1 × 8 to float tolerance (the all-reduce sums in
+    another order); process 0 writes; a rerun after the end resumes and has nothing to do, and a
+    rerun with more steps resumes from the checkpoint on both processes."""
+    one, two = str(setup["root"] / "train_1x8"), str(setup["root"] / "train_2x4")
+    mh.run_processes(tmp_path_factory, _args(setup, one, "train") + TRAIN, 1, 8)
+    results = mh.run_processes(tmp_path_factory, _args(setup, two, "train") + TRAIN, 2, 4)
+    a, b = _losses(one), _losses(two)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [2, 4]
+    for ra, rb in zip(a, b):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5)
+        assert rb["eval_loss"] == pytest.approx(ra["eval_loss"], rel=1e-5)
+    wa = checkpoints.load_score_sde(os.path.join(one, "checkpoints", "checkpoint_4"))
+    wb = checkpoints.load_score_sde(os.path.join(two, "checkpoints", "checkpoint_4"))
+    for x, y in zip(jax.tree.leaves(wa["params_ema"]), jax.tree.leaves(wb["params_ema"])):
+        np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-6)
+    assert "trained to step 4" in results[0][1] and "trained to step" not in results[1][1]
+    more = TRAIN[1:] + ["--config.training.n_iters=6"]
+    results = mh.run_processes(tmp_path_factory, _args(setup, two, "train") + more, 2, 4)
+    assert "resuming from" in results[0][1] and "trained to step 6" in results[0][1]
+    assert [r["step"] for r in _losses(two)] == [2, 4, 6]
+
+
 @pytest.mark.slow
 def test_eval_two_processes_equal_one(tmp_path_factory, setup):
     one, two, _ = _one_and_two(tmp_path_factory, setup, "eval")
@@ -148,8 +184,9 @@ def test_incomplete_distributed_flags_are_a_usage_error(tmp_path_factory, setup)
     proc = run_cli(tmp_path_factory, _args(setup, str(setup["root"] / "bad"), "sample") + ["--num_processes=2"],
                    expect=2)
     assert "--coordinator_address" in proc.stderr and "--process_id" in proc.stderr
-    proc = run_cli(tmp_path_factory, _args(setup, str(setup["root"] / "bad"), "train") + ["--distributed"], expect=2)
-    assert "--mode=train runs on one host only" in proc.stderr
+    proc = run_cli(tmp_path_factory, _args(setup, str(setup["root"] / "bad"), "likelihood") + ["--distributed"],
+                   expect=2)
+    assert "--mode=likelihood runs on one host only" in proc.stderr
     env = {k: v for k, v in cli_env(tmp_path_factory).items() if not k.startswith(("SLURM_", "OMPI_", "TPU_"))}
     proc = run_cli(tmp_path_factory, _args(setup, str(setup["root"] / "bad"), "sample") + ["--distributed"],
                    expect=2, env=env)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from jax.tree_util import Partial
 
-from pds_jax import checkpoints, data, models
+from pds_jax import checkpoints, data, distributed, models
 from pds_jax import images as image_io
 from pds_jax import train as training
 from pds_jax.data import get_data_inverse_scaler
@@ -95,29 +95,37 @@ def _free_name(path: str) -> str:
 def _log_step(state, window, step, k, last_log, eval_loss, eval_rng, eval_batches, shard, t, path):
     """Append one metrics.jsonl record (mean loss of the window, steps/s, eval loss on eval steps)."""
     now = time.perf_counter()
-    record = {"step": step, "loss": float(np.mean(jax.device_get(window))),
+    record = {"step": step, "loss": float(np.mean(distributed.to_host(window))),
               "steps_per_s": len(window) * k / (now - last_log)}
-    if step % int(t.eval_freq) == 0:
+    if step % int(t.eval_freq) == 0:  # on every process: the loss is a collective
         eval_rng, r = jax.random.split(eval_rng)
-        record["eval_loss"] = float(eval_loss(r, state.params_ema, jax.device_put(next(eval_batches), shard)))
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        loss = eval_loss(r, state.params_ema, distributed.to_global(next(eval_batches), shard))
+        record["eval_loss"] = float(distributed.to_host(loss))
+    if distributed.is_main():
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
     return record, now, eval_rng
 
 
 def _save_snapshots(config, workdir, state, step, final, sampler, score) -> None:
-    """Pre-emption checkpoint, regular checkpoint and sample grid, when they are due."""
+    """Pre-emption checkpoint, regular checkpoint and sample grid, when they are due; written by
+    process 0 (the others wait for it), the grid sampled there from a host copy of params_ema."""
     t = config.training
-    if step % int(t.snapshot_freq_for_preemption) == 0 or final:
-        checkpoints.save_checkpoint(os.path.join(workdir, "checkpoints-meta"),
-                                    training.to_score_sde_dict(config, state), step, keep=1, overwrite=True)
-    if step % int(t.snapshot_freq) == 0 or final:
-        checkpoints.save_checkpoint(os.path.join(workdir, "checkpoints"),
-                                    training.to_score_sde_dict(config, state), step, overwrite=True)
-        if sampler is not None:
-            x, _ = sampler(jax.random.PRNGKey(step), Partial(score, state.params_ema))
+    meta_due = step % int(t.snapshot_freq_for_preemption) == 0 or final
+    due = step % int(t.snapshot_freq) == 0 or final
+    if not (meta_due or due):
+        return
+    raw = training.to_score_sde_dict(config, state)  # host copies, on every process (cheap, replicated)
+    if distributed.is_main():
+        if meta_due:
+            checkpoints.save_checkpoint(os.path.join(workdir, "checkpoints-meta"), raw, step, keep=1, overwrite=True)
+        if due:
+            checkpoints.save_checkpoint(os.path.join(workdir, "checkpoints"), raw, step, overwrite=True)
+        if due and sampler is not None:
+            x, _ = sampler(jax.random.PRNGKey(step), Partial(score, distributed.to_host(state.params_ema)))
             image_io.save_grid(os.path.join(workdir, "samples", f"iter_{step}.png"), np.asarray(x),
                                overwrite=True)
+    distributed.barrier(f"checkpoint {step} written")
 
 
 def run(config, workdir: str) -> dict:
@@ -140,8 +148,8 @@ def run(config, workdir: str) -> dict:
     if saved:
         state = training.from_score_sde_dict(saved, state)
         print(f"resuming from {resume} (step {start})")
-    mesh = data_mesh()
-    state = jax.device_put(state, replicated(mesh))
+    mesh = data_mesh(jax.devices())  # all devices of all processes (one process: its own)
+    state = jax.tree.map(lambda leaf: distributed.to_global(np.asarray(leaf), replicated(mesh)), state)
     shard = batch_sharding(mesh)
     k = int(t.n_jitted_steps)
     train_step = training.make_train_step(config, sde, optimizer)
@@ -151,16 +159,19 @@ def run(config, workdir: str) -> dict:
 
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     os.makedirs(workdir, exist_ok=True)
-    _forget_metrics_after(metrics_path, start)
+    if distributed.is_main():
+        _forget_metrics_after(metrics_path, start)
     eval_rng = jax.random.PRNGKey(int(config.seed) + 2)
     last_log, window = time.perf_counter(), []
     report = {"start_step": start}
-    bar = tqdm(total=int(t.n_iters), initial=start, desc="training", unit="step")
+    bar = tqdm(total=int(t.n_iters), initial=start, desc="training", unit="step", disable=not distributed.is_main())
     step = start
     stacked_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
     while step < int(t.n_iters):
         stacked = np.stack([next(batches) for _ in range(k)])
-        state, loss = train_step(state, jax.device_put(stacked, stacked_sharding))
+        # every process builds the same global batch (a function of seed and step) and places
+        # the rows its devices hold, so the batch composition does not depend on the layout
+        state, loss = train_step(state, distributed.to_global(stacked, stacked_sharding))
         step += k
         bar.update(k)
         window.append(loss)
