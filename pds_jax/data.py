@@ -140,8 +140,9 @@ def _tfds_image_key(builder, split: str) -> str:
 
 def _tfds_raw_batches(builder, key: str, split: str, batch_size: int, shuffle: bool, seed: int,
                       num_images: Optional[int], num_epochs: Optional[int],
-                      buffer_size: int) -> Iterator[List[np.ndarray]]:
-    """Raw uint8 images of a prepared tfds dataset, grouped per epoch in lists of `batch_size`."""
+                      buffer_size: int, rows: Optional[Tuple[int, int]] = None) -> Iterator[List[np.ndarray]]:
+    """Raw uint8 images of a prepared tfds dataset, grouped per epoch in lists of `batch_size`;
+    with `rows` = (start, stop), only those positions of the (seeded) subset, decoded alone."""
     tf, tfds = import_tfds(builder.name)
 
     options = tf.data.Options()
@@ -156,6 +157,8 @@ def _tfds_raw_batches(builder, key: str, split: str, batch_size: int, shuffle: b
         ds = ds.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=num_images is None)
     if num_images is not None:
         ds = ds.take(num_images)
+    if rows is not None:
+        ds = ds.skip(rows[0]).take(rows[1] - rows[0])
     feature = builder.info.features[key]
     ds = ds.map(feature.decode_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
@@ -242,21 +245,30 @@ def get_dataset(config, split: Optional[str] = None, batch_size: int = 50, shuff
         raw = _local_raw_batches(source, batch_size, shuffle, seed, num_images, num_epochs, part)
     else:
         builder = tfds_builder(data.dataset, data.get("tfds_data_dir", ""))  # fails fast, here
+        key = _tfds_image_key(builder, split)  # checks the split's name (before it becomes a ReadInstruction)
+        rows = None
         if part is not None:
-            split, num_images = _tfds_part(split, num_images, part)
-        key = _tfds_image_key(builder, split)
+            split, rows = _tfds_part(split, num_images, part)
         raw = ((chunk, ()) for chunk in
                _tfds_raw_batches(builder, key, split, batch_size, shuffle, seed, num_images, num_epochs,
-                                 shuffle_buffer_size(size, channels)))
+                                 shuffle_buffer_size(size, channels), rows))
     return _batches(raw, config, batch_size, drop_remainder, train, np.random.default_rng([seed, 1]))
 
 
 def _tfds_part(split: str, num_images: Optional[int], part: Tuple[int, int]):
-    """(the split of process i of P, its share of num_images) for a multi-process tfds pass."""
+    """(split, rows) of process i of P in a multi-process tfds pass.
+
+    The whole split: `tfds.split_for_jax_process`, each process reading its own files.
+    A subset of num_images: every process reads the same seeded stream (deterministic
+    options, the same files) up to num_images encoded records and keeps positions
+    [i·n//P, (i+1)·n//P), so the P shares together are exactly the subset one process
+    takes; only a process's own share is decoded.
+    """
     _, tfds = import_tfds(split)
     i, count = part
-    share = None if num_images is None else (i + 1) * num_images // count - i * num_images // count
-    return tfds.split_for_jax_process(split, process_index=i, process_count=count), share
+    if num_images is None:
+        return tfds.split_for_jax_process(split, process_index=i, process_count=count), None
+    return split, (i * num_images // count, (i + 1) * num_images // count)
 
 
 def preprocess_source(source, indices, config) -> np.ndarray:

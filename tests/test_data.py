@@ -274,3 +274,21 @@ def test_prepared_tfds_dataset_matches_local_preprocessing(tmp_path):
     np.testing.assert_array_equal(a, b)
     with pytest.raises(DatasetError, match="split"):
         data.get_dataset(cfg, split="validation")
+
+
+def test_tfds_process_parts_together_are_the_one_process_subset(tmp_path):
+    """P processes of a tfds pass (`part=(i, P)`) read exactly the images one process reads: with
+    num_images, the same seeded subset in the same order (before: each took the first images of
+    its own file split, another subset); without, the whole split, each image once."""
+    name, _ = tiny_tfds_dataset(str(tmp_path / "tfds"))
+    cfg = make_config(name, image_size=16, tfds_data_dir=str(tmp_path / "tfds"))
+    as_rows = lambda a: [bytes(r) for r in np.round(a * 255).astype(np.uint8).reshape(len(a), -1)]  # noqa: E731
+    one = collect(cfg, shuffle=True, seed=3, num_images=7, batch_size=4)
+    parts = [list(data.get_dataset(cfg, shuffle=True, seed=3, num_images=7, batch_size=4, part=(i, 3)))
+             for i in range(3)]
+    joined = np.concatenate([b for part in parts for b in part])
+    assert [sum(len(b) for b in part) for part in parts] == [2, 2, 3]
+    assert as_rows(joined) == as_rows(one)
+    whole = collect(cfg, batch_size=5)
+    split = np.concatenate([b for i in range(3) for b in data.get_dataset(cfg, batch_size=5, part=(i, 3))])
+    assert sorted(as_rows(split)) == sorted(as_rows(whole)) and len(split) == 12
