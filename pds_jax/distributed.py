@@ -186,7 +186,7 @@ def to_global(x: np.ndarray, sharding) -> Any:
 
     if process_count() == 1:
         return jax.device_put(x, sharding)
-    x = np.asarray(x)
+    x = np.asarray(jax.device_get(x))
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 

@@ -7,6 +7,8 @@ config's `sampling` section (`method` = 'pc' | 'ode' | 'deis').
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Callable, Optional
 
 from pds_jax import pds
@@ -58,7 +60,8 @@ def get_sampler(config, sde, shape, precond=None, inverse_scaler: Optional[Calla
                                    grid=d.grid, rho=d.rho, precond=precond, check_finite=check_finite)
     else:
         raise ValueError(f"config.sampling.method={s.method!r} is not one of {METHODS}")
-    return sampler.with_inverse_scaler(inverse_scaler)
+    # x_T placed over the batch sharding: the deterministic solvers then run data-parallel
+    return dataclasses.replace(sampler, inverse_scaler=inverse_scaler, batch_sharding=batch_sharding)
 
 
 __all__ = ["get_pc_sampler", "get_sampler", "METHODS", "Sampler"]

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
+from pds_jax import distributed
 from pds_jax.samplers.common import as_partial
 
 Array = jax.Array
@@ -109,6 +110,9 @@ class Sampler:
       prior: None, or `rng -> x_T` run before the program, whose `solve` then takes x_T
         (see the module docstring).
       chunks: None, or the solver in pieces (`Chunks`) for `call_with_progress`.
+      batch_sharding: for samplers with `prior`: x_T is placed with it (on the devices of every
+        process: one global array), so the solver's program runs data-parallel over the batch.
+        (PC takes its sharding as a setting of its loop instead.)
     """
 
     method: str
@@ -124,10 +128,15 @@ class Sampler:
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     prior: Optional[Callable[[Array], Array]] = None
     chunks: Optional[Chunks] = None
+    batch_sharding: Optional[Any] = None
 
     def _start(self, rng: Array) -> Array:
-        """What the program receives: the key, or x_T = prior(rng) when `prior` is set."""
-        return rng if self.prior is None else self.prior(rng)
+        """What the program receives: the key, or x_T = prior(rng) when `prior` is set (placed
+        with `batch_sharding`: every process computes the same x_T and places its rows)."""
+        if self.prior is None:
+            return rng
+        x = self.prior(rng)
+        return x if self.batch_sharding is None else distributed.to_global(x, self.batch_sharding)
 
     def _run(self, start: Array, score_fn: Callable, operands: Tuple[Any, ...]):
         return self._finish(*self.solve(start, checked_score_fn(score_fn), *operands))
