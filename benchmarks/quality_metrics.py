@@ -1,6 +1,6 @@
 """Metrics with bootstrap intervals for `quality_intervals.py` (its `--report`).
 
-Three metrics of a set of uint8 samples, each with a basic-bootstrap 95% interval
+Three metrics of a set of uint8 samples, each with a 95% interval from the bootstrap standard error
 (resampling the samples with replacement; the references are large and held fixed):
 
 * FID (domain features vs the 60k train statistics). Per resample only the sample
@@ -106,16 +106,19 @@ class Scored:
 
 
 def interval(point: np.ndarray, draws: np.ndarray) -> Dict[str, Dict[str, float]]:
-    """Basic-bootstrap 95% intervals [2θ - q97.5, 2θ - q2.5] and bootstrap standard errors.
+    """95% intervals θ ± 1.96·se, se the bootstrap standard error; the raw 2.5/97.5% bootstrap
+    quantiles are kept beside them (`q025`, `q975`).
 
-    Resampling with replacement repeats samples, which raises FID (a statistic biased by 1/n)
-    in every resample; the percentile interval would then sit above the estimate, while the
-    basic interval reflects that shift back around it.
+    The bootstrap is used for the spread only: resampling with replacement repeats samples,
+    which raises FID (biased by ~1/n) in every resample, so percentile intervals sit above the
+    estimate and their reflection (the basic interval) below it; both shifts are artefacts of
+    the duplicates, the spread is not. Differences of settings at one N are paired, and the
+    bias, equal for both, cancels there.
     """
     q_lo, q_hi = np.percentile(draws, [2.5, 97.5], axis=0)
     se = draws.std(axis=0, ddof=1)
-    return {m: {"value": float(point[i]), "lo": float(2 * point[i] - q_hi[i]), "hi": float(2 * point[i] - q_lo[i]),
-                "se": float(se[i])} for i, m in enumerate(METRICS)}
+    return {m: {"value": float(point[i]), "lo": float(point[i] - 1.96 * se[i]), "hi": float(point[i] + 1.96 * se[i]),
+                "se": float(se[i]), "q025": float(q_lo[i]), "q975": float(q_hi[i])} for i, m in enumerate(METRICS)}
 
 
 def bootstrap(scored: Scored, draws: np.ndarray) -> np.ndarray:
@@ -123,36 +126,37 @@ def bootstrap(scored: Scored, draws: np.ndarray) -> np.ndarray:
     return np.stack([scored.values(idx) for idx in draws])
 
 
-def difference(a: dict, b: dict) -> Dict[str, Dict[str, float]]:
-    """Paired interval of metric(a) - metric(b) (same resamples, same noise)."""
-    return interval(a["point"] - b["point"], a["draws"] - b["draws"])
-
-
 def score_group(folders: List[str], refs: References, kyy: float, num_draws: int, log=print) -> List[dict]:
-    """Rows of the settings at one N, on their common number of samples, with paired resamples."""
-    settings = [load_setting(f) for f in folders]
-    settings = [s for s in settings if s["samples"] is not None]
-    if not settings:
-        return []
-    n = min(len(s["samples"]) for s in settings)
-    draws = np.random.default_rng(0).integers(0, n, size=(num_draws, n))
+    """Rows of the settings at one N. Each setting's metrics use all its samples; differences
+    between two settings are paired on their common first n samples (sample i of every setting
+    at one N comes from the same noise), with one set of resamples for both."""
+    settings = [s for s in (load_setting(f) for f in folders) if s["samples"] is not None]
+    draws_cache: Dict[int, np.ndarray] = {}
+    draws_for = lambda n: draws_cache.setdefault(  # noqa: E731
+        n, np.random.default_rng(n).integers(0, n, size=(num_draws, n)))
     rows = []
     for s in settings:
-        images = s["samples"][:n]
+        images, n = s["samples"], len(s["samples"])
         scored = Scored(refs.features(images), radial_power(images), refs, refs.test, kyy)
-        point, boot = scored.values(np.arange(n)), bootstrap(scored, draws)
         rows.append({"name": setting_name(s["steps"], s["setting"]), "steps": s["steps"], "setting": s["setting"],
                      "alpha": s["alpha"], "eps": s["eps"], "nfe": s["nfe"], "num_samples": n,
                      "nonfinite": s["nonfinite"], "sample_seconds": float(np.sum(s["seconds"])),
-                     "metrics": interval(point, boot), "spectrum_db_per_radius": _db(scored, n).tolist(),
-                     "point": point, "draws": boot})
+                     "metrics": interval(scored.values(np.arange(n)), bootstrap(scored, draws_for(n))),
+                     "spectrum_db_per_radius": _db(scored, n).tolist(), "scored": scored})
         m = rows[-1]["metrics"]
         log(f"{rows[-1]['name']:16s} n={n} FID {m['fid']['value']:.2f} [{m['fid']['lo']:.2f}, {m['fid']['hi']:.2f}]"
             f"  KID {m['kid']['value']:.4f}  spectrum {m['spectrum_db']['value']:.2f} dB")
     by_setting = {r["setting"]: r for r in rows}
     for a, b in (("auto", "5"), ("5", "vanilla"), ("auto", "vanilla")):
         if a in by_setting and b in by_setting:
-            by_setting[a].setdefault("minus", {})[b] = difference(by_setting[a], by_setting[b])
+            ra, rb = by_setting[a], by_setting[b]
+            n = min(ra["num_samples"], rb["num_samples"])
+            draws = draws_for(n)
+            point = ra["scored"].values(np.arange(n)) - rb["scored"].values(np.arange(n))
+            diff = bootstrap(ra["scored"], draws) - bootstrap(rb["scored"], draws)
+            ra.setdefault("minus", {})[b] = dict(interval(point, diff), num_samples=n)
+    for r in rows:
+        del r["scored"]
     return rows
 
 
@@ -188,9 +192,9 @@ def report(args, log=print) -> dict:
     out = {"format": FORMAT, "command": args.command, "samples": os.path.relpath(args.samples, os.getcwd()),
            "model": {k: first[k] for k in ("config_file", "config_hash", "checkpoint", "num_scales", "snr",
                                          "batch_size", "seed")},
-           "sampled_on": first["device"], "bootstrap": {"draws": args.bootstrap, "interval": "basic bootstrap 95% (2θ − q97.5, 2θ − q2.5)"},
+           "sampled_on": first["device"], "bootstrap": {"draws": args.bootstrap, "interval": "value ± 1.96 bootstrap standard errors (raw quantiles q025/q975 beside)"},
            "floor": floor(refs, max(r["num_samples"] for r in rows), args.bootstrap),
-           "results": [{k: v for k, v in r.items() if k not in ("point", "draws")} for r in rows]}
+           "results": rows}
     io_utils.atomic_write_json(args.out, out, overwrite=args.overwrite)
     from quality_intervals_plot import plot
     io_utils.atomic_write_bytes(png, plot(out), overwrite=args.overwrite)

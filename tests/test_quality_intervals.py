@@ -59,10 +59,13 @@ def test_radial_power_puts_a_cosine_at_its_radius():
     assert power[2] > 1e3 * np.delete(power, 2).max()
 
 
-def test_basic_interval_reflects_the_resampling_shift():
-    draws = np.stack([np.linspace(1.0, 3.0, 1001)] * 3, axis=1)  # resamples sit above the estimate
+def test_interval_is_centred_on_the_estimate_with_the_bootstrap_spread():
+    rng = np.random.default_rng(0)
+    draws = np.stack([2.0 + rng.normal(size=4000)] * 3, axis=1)  # resamples shifted up by 1 (duplicates)
     out = qm.interval(np.array([1.0, 1.0, 1.0]), draws)["fid"]
-    assert out["lo"] == pytest.approx(-0.95, abs=1e-9) and out["hi"] == pytest.approx(0.95, abs=1e-9)
+    assert out["se"] == pytest.approx(1.0, rel=0.05)
+    assert out["lo"] == pytest.approx(1.0 - 1.96 * out["se"]) and out["hi"] == pytest.approx(1.0 + 1.96 * out["se"])
+    assert out["q025"] == pytest.approx(2.0 - 1.96, abs=0.1)  # the raw quantiles are kept
 
 
 def test_sample_store_resumes_the_missing_batch_only(tiny_config_file, tmp_path):
