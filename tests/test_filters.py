@@ -228,7 +228,7 @@ def test_preconditioner_from_config(tmp_path):
 
 
 # --------------------------------------------------------------------------- the estimate mode
-def test_estimate_mode_writes_files_and_refuses_to_overwrite(tmp_path, capsys):
+def test_estimate_mode_writes_files_and_never_overwrites(tmp_path, capsys):
     from pds_jax.modes import estimate
 
     folder = tmp_path / "imgs"
@@ -261,7 +261,10 @@ def test_estimate_mode_writes_files_and_refuses_to_overwrite(tmp_path, capsys):
     with Image.open(files["png"]) as im:
         assert im.size[0] > 3 * 128 and im.size[1] > 2 * 128
 
-    with pytest.raises(OutputExistsError):
-        estimate.run(cfg, workdir)
+    again = estimate.run(cfg, workdir)["files"]  # never over the first: a free name
+    assert again["npz"] == os.path.join(workdir, "filters_1.npz") and os.path.isfile(again["png"])
+    assert FilterStats.load(files["npz"]).count == 5
     cfg.estimate.output = str(tmp_path / "other" / "mine.npz")
     assert estimate.run(cfg, workdir)["files"]["json"] == str(tmp_path / "other" / "mine.json")
+    with pytest.raises(OutputExistsError, match="config.estimate.output"):  # a chosen path: refused
+        estimate.run(cfg, workdir)
