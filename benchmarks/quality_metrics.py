@@ -196,7 +196,8 @@ def report(args, log=print) -> dict:
            "floor": floor(refs, max(r["num_samples"] for r in rows), args.bootstrap),
            "results": rows}
     io_utils.atomic_write_json(args.out, out, overwrite=args.overwrite)
-    from quality_intervals_plot import plot
+    from quality_intervals_plot import plot, table
     io_utils.atomic_write_bytes(png, plot(out), overwrite=args.overwrite)
+    log(table(out))
     log(f"wrote {args.out} and {png}")
     return out
