@@ -49,15 +49,16 @@ def _cell(m: dict, digits: int) -> str:
 
 def table(report: dict) -> str:
     """Markdown tables: every setting's metrics (value ± 95% half-width), then the paired differences."""
-    lines = ["| N | setting | α | n | FID | KID | spectrum error (dB) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| N | setting | α | n | FID | KID | spectrum error (dB) | Gaussian prediction (dB) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in sorted(report["results"], key=lambda r: (r["steps"], r["setting"])):
         m = r["metrics"]
         alpha = "" if r["alpha"] is None else f"{r['alpha']:.3g}"
         lines.append(f"| {r['steps']} | {_label(r['setting'])} | {alpha} | {r['num_samples']} | {_cell(m['fid'], 1)} "
-                     f"| {_cell(m['kid'], 2)} | {_cell(m['spectrum_db'], 2)} |")
+                     f"| {_cell(m['kid'], 2)} | {_cell(m['spectrum_db'], 2)} | {r.get('surrogate_spectrum_db', float('nan')):.2f} |")
     f = report["floor"]["metrics"]
     lines.append(f"| | {report['floor']['num_samples']} test images (floor) | | | {_cell(f['fid'], 1)} | "
-                 f"{_cell(f['kid'], 2)} | {_cell(f['spectrum_db'], 2)} |")
+                 f"{_cell(f['kid'], 2)} | {_cell(f['spectrum_db'], 2)} | |")
     lines += ["", "| N | difference (paired) | n | ΔFID | ΔKID | Δspectrum (dB) |", "|---|---|---|---|---|---|"]
     for r in sorted(report["results"], key=lambda r: (r["steps"], r["setting"])):
         for other, d in r.get("minus", {}).items():

@@ -28,9 +28,10 @@ import numpy as np
 import scipy.linalg
 
 import common
-from pds_jax import fashion_mnist, feature_nets, io_utils, metrics
+from pds_jax import alpha_law, fashion_mnist, feature_nets, io_utils, metrics, pds
 from pds_jax.distances import polynomial_kernel
 from pds_jax.resources import resolve
+from pds_jax.sde import get_sde
 from quality_intervals import load_setting, setting_name
 from quality_vs_steps import KID_FEATURES, load_config_file
 
@@ -160,6 +161,21 @@ def score_group(folders: List[str], refs: References, kyy: float, num_draws: int
     return rows
 
 
+def surrogate_db(config, steps: int, alpha: Optional[float]) -> List[float]:
+    """10 log10 of the radially averaged output/data variance ratio that the exact Gaussian
+    analysis predicts for this setting (`pds_jax.alpha_law.surrogate_variance_ratio`, built
+    from the model's own filter statistics), per radius r = 1..H/2, like the samples' error."""
+    stats, _ = pds.config_filter_statistics(config)
+    sde = get_sde(config)
+    ratio = alpha_law.surrogate_variance_ratio(stats.get("freq"), stats.get("space"), sde, steps,
+                                               [alpha_law.VANILLA_ALPHA if alpha is None else alpha],
+                                               snr=float(config.sampling.snr))[0].mean(-1)
+    h, w = ratio.shape
+    fy, fx = np.meshgrid(np.fft.fftfreq(h) * h, np.fft.fftfreq(w) * w, indexing="ij")
+    radius = np.rint(np.hypot(fy, fx)).astype(int)
+    return [float(10 * np.log10(ratio[radius == r].mean())) for r in range(1, min(h, w) // 2 + 1)]
+
+
 def _db(scored: Scored, n: int) -> np.ndarray:
     return 10.0 * np.log10(scored.spectra[:n].mean(0) / scored.refs.spectrum)
 
@@ -188,6 +204,10 @@ def report(args, log=print) -> dict:
                             args.bootstrap, log)
     if not rows:
         raise SystemExit(f"--samples {args.samples}: no sampled setting; run the sampling first")
+    for r in rows:  # what the exact Gaussian analysis predicts for the same spectrum error
+        db = surrogate_db(config, r["steps"], r["alpha"])
+        r["surrogate_spectrum_db_per_radius"] = db
+        r["surrogate_spectrum_db"] = float(np.sqrt(np.mean(np.square(db))))
     first = load_setting(folders[0])
     out = {"format": FORMAT, "command": args.command, "samples": os.path.relpath(args.samples, os.getcwd()),
            "model": {k: first[k] for k in ("config_file", "config_hash", "checkpoint", "num_scales", "snr",

@@ -195,3 +195,24 @@ def stability_boundary(freq, sde: SDE, num_steps: int, which: str = "relative") 
     p_max = {"relative": 1.0 / (1.0 - rho), "absolute": 2.0 / (1.0 - rho**2)}[which]
     g = math.sqrt(p_max)
     return max(g * (1.0 - r) / (g - 1.0), 1.0)
+
+
+def surrogate_variance_ratio(freq, space, sde: SDE, num_steps: int, alphas, snr: float = 0.16,
+                             n_steps: int = 1, eps: Optional[float] = None, centered: Optional[bool] = None,
+                             mode: str = "normalized") -> np.ndarray:
+    """(len(alphas), H, W, C): the surrogate's output variance over its data variance, per Fourier
+    coefficient, for PC at `num_steps` steps with PDS at each α (`VANILLA_ALPHA` = vanilla).
+
+    The per-frequency view of the KL that the rules above price: a ratio above 1 is excess
+    power (residual noise), below 1 missing power (over-smoothing). The radial average of
+    10 log10 of it is what `benchmarks/quality_intervals.py` compares with the samples'.
+    """
+    run_sde = sde.with_steps(int(num_steps))
+    eps = sde.default_eps * sde.N / int(num_steps) if eps is None else eps
+    R = None if freq is None else 0.5 * (np.asarray(freq, np.float64) + flip_frequencies(np.asarray(freq, np.float64)))
+    lam, mu = surrogate(R, space)
+    if centered if centered is not None else not isinstance(sde, VESDE):
+        lam, mu = 4.0 * lam, 2.0 * mu - 1.0
+    moments = analysis.pc_moments_batch(lam, mu, run_sde, int(num_steps), eps, snr, _gains(R, space, alphas, mode),
+                                        n_steps)
+    return moments.var / lam

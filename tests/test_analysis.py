@@ -188,3 +188,22 @@ def test_stability_floor_is_above_the_blow_up(oracle, stats):
     floor = stability_floor(*stats, VE, 10)
     kl = _kl_of(oracle, stats, 10, [1.0 + (floor - 1.0) / 1.5 * 0.97, floor, 1000.0])
     assert kl[0] > 10 * kl[2] and kl[1] < 10 * kl[2] and floor < 5.0
+
+
+def test_surrogate_variance_ratio_is_the_recursion_on_the_surrogate():
+    """Per-frequency output/data variance of the surrogate equals pc_output_moments run on the
+    surrogate's (λ, μ) with the same preconditioner (no space filter: exact)."""
+    from pds_jax.alpha_law import surrogate_variance_ratio
+    from pds_jax.precond import flip_frequencies
+
+    oracle = GaussianOracle.natural_image((16, 16, 1), gamma=2.0)
+    R, _ = oracle.filter_statistics()
+    sde = VESDE(0.01, 50.0, 1000)
+    ratio = surrogate_variance_ratio(R, None, sde, 50, [5.0, 20.0])
+    R = np.asarray(R, np.float64)
+    lam, mu = surrogate(0.5 * (R + flip_frequencies(R)), None)
+    for k, alpha in enumerate((5.0, 20.0)):
+        precond = Preconditioner.from_arrays(R, None, alpha=alpha, mode="normalized")
+        expected = analysis.pc_output_moments(lam, mu, sde.with_steps(50), 50, 1e-5 * 20, 0.16, precond)
+        np.testing.assert_allclose(ratio[k], expected.var / lam, rtol=1e-6)
+    assert ratio.shape == (2, 16, 16, 1) and np.all(ratio > 0)
