@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.tree_util import Partial
 
 from pds_jax import distributed
@@ -192,7 +193,7 @@ class Sampler:
         previous, done = None, 0
         for lo in range(0, total, chunk):
             hi = min(total, lo + chunk)
-            carry = steps(carry, jnp.int32(lo), jnp.int32(hi), score, self.operands)
+            carry = steps(carry, np.int32(lo), np.int32(hi), score, self.operands)  # host scalars: no retrace
             if previous is not None:
                 jax.block_until_ready(previous[0])
                 progress(previous[1])
