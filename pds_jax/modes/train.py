@@ -115,8 +115,8 @@ def _save_snapshots(config, workdir, state, step, final, sampler, score) -> None
     due = step % int(t.snapshot_freq) == 0 or final
     if not (meta_due or due):
         return
-    raw = training.to_score_sde_dict(config, state)  # host copies, on every process (cheap, replicated)
-    if distributed.is_main():
+    if distributed.is_main():  # host copies of the replicated state, read from a local shard (no collective)
+        raw = training.to_score_sde_dict(config, state)
         if meta_due:
             checkpoints.save_checkpoint(os.path.join(workdir, "checkpoints-meta"), raw, step, keep=1, overwrite=True)
         if due:
