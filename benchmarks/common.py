@@ -130,11 +130,9 @@ def output_paths(out: str, name: str, overwrite: bool = False) -> Tuple[str, str
     path = out or os.path.join(RESULTS, f"{name}_{jax.devices()[0].platform}.json")
     stem, ext = os.path.splitext(path)
     ext = ext or ".json"
-    candidate, k = stem + ext, 0
-    while not overwrite and (os.path.exists(candidate) or os.path.exists(os.path.splitext(candidate)[0] + ".png")):
-        k += 1
-        candidate = f"{stem}_{k}{ext}"
-    return candidate, os.path.splitext(candidate)[0] + ".png"
+    if not overwrite:
+        stem = io_utils.free_stem(stem, (ext, ".png"))
+    return stem + ext, stem + ".png"
 
 
 class ResultWriter:

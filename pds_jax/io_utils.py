@@ -164,6 +164,19 @@ def atomic_save_npz(path: str, arrays: Mapping[str, Any], overwrite: bool = Fals
     return atomic_write_bytes(path, buf.getvalue(), overwrite)
 
 
+def free_stem(stem: str, suffixes=("",)) -> str:
+    """`stem`, or `stem_1`, `stem_2`, ...: the first for which no `<it><suffix>` exists.
+
+    The file counterpart of `fresh_dir`: a group of outputs (e.g. `.json` + `.png`) gets one
+    free name, so a second run never overwrites the first.
+    """
+    k, candidate = 0, stem
+    while any(os.path.exists(candidate + suffix) for suffix in suffixes):
+        k += 1
+        candidate = f"{stem}_{k}"
+    return candidate
+
+
 def fresh_dir(parent: str, name: str) -> str:
     """Create and return `parent/name`, or `parent/name_1`, `_2`, ... if it exists.
 

@@ -21,10 +21,11 @@ import jax
 import numpy as np
 
 from pds_jax import data, distributed, filters, images
-from pds_jax.io_utils import OutputExistsError, atomic_write_json, check_writable
+from pds_jax.io_utils import OutputExistsError, atomic_write_json, free_stem
 from pds_jax.precond import frequency_filter, space_filter
 
 DISPLAY_ALPHA = 5.0
+OUTPUT_SUFFIXES = (".npz", ".png", ".json")
 
 
 def output_paths(config, workdir: str) -> dict:
@@ -32,24 +33,23 @@ def output_paths(config, workdir: str) -> dict:
 
     By default `<workdir>/filters.npz`, or the first free `filters_<k>.npz` (with its .png and
     .json) when an earlier estimate is there, as sample/compare pick `samples_<k>/`; a path set
-    in config.estimate.output is the user's choice and is refused, never overwritten, if it exists.
+    in config.estimate.output is the user's choice and is refused, never overwritten, if it exists
+    (here, before the pass spends any time).
     """
     chosen = config.estimate.get("output", "")
     npz = chosen or os.path.join(workdir, "filters.npz")
     if not npz.endswith(".npz"):
         raise ValueError(f"config.estimate.output must end in '.npz', got {npz!r}")
-    paths = lambda stem: {"npz": stem + ".npz", "png": stem + ".png", "json": stem + ".json"}  # noqa: E731
-    stem, k = npz[: -len(".npz")], 0
-    if chosen:
-        taken = [p for p in paths(stem).values() if os.path.exists(p)]
-        if taken:
-            raise OutputExistsError(f"{taken[0]} already exists (config.estimate.output={chosen}); refusing to "
-                                    "overwrite it: pass another --config.estimate.output=<path>.npz, or "
-                                    "leave it empty for a free name in --workdir")
-        return paths(stem)
-    while any(os.path.exists(p) for p in paths(stem if k == 0 else f"{stem}_{k}").values()):
-        k += 1
-    return paths(stem if k == 0 else f"{stem}_{k}")
+    stem = npz[: -len(".npz")]
+    if not chosen:
+        stem = free_stem(stem, OUTPUT_SUFFIXES)
+    paths = {kind.lstrip("."): stem + kind for kind in OUTPUT_SUFFIXES}
+    taken = [p for p in paths.values() if os.path.exists(p)]
+    if taken:
+        raise OutputExistsError(f"{taken[0]} already exists (config.estimate.output={chosen}); refusing to "
+                                "overwrite it: pass another --config.estimate.output=<path>.npz, or "
+                                "leave it empty for a free name in --workdir")
+    return paths
 
 
 def _panel(plane: np.ndarray, min_size: int = 128, max_size: int = 512) -> np.ndarray:
@@ -121,9 +121,6 @@ def _pass(config, split: str, num_images):
 def run(config, workdir: str) -> dict:
     """Estimate filter statistics as config says; write .npz, .png and .json; return the summary."""
     paths = output_paths(config, workdir)
-    if distributed.is_main():  # refuse before spending time on the pass
-        for path in paths.values():
-            check_writable(path)
     est, d = config.estimate, config.data
     split = d.get("split", "") or "train"
     num_images = int(est.num_images) if est.num_images else None

@@ -25,7 +25,7 @@ from pds_jax import checkpoints, data, distributed, models
 from pds_jax import images as image_io
 from pds_jax import train as training
 from pds_jax.data import get_data_inverse_scaler
-from pds_jax.io_utils import atomic_write_text, check_output_folder
+from pds_jax.io_utils import atomic_write_text, check_output_folder, free_stem
 from pds_jax.samplers import get_sampler
 from pds_jax.sde import get_sde
 from pds_jax.sharding import batch_sharding, data_mesh, replicated
@@ -76,20 +76,11 @@ def _forget_metrics_after(path: str, step: int) -> None:
             else:
                 dropped.append(line.rstrip("\n") + "\n")
     if dropped:
-        backup = _free_name(f"{path}.before_step_{step}")
+        backup = free_stem(f"{path}.before_step_{step}")
         atomic_write_text(backup, "".join(dropped))
         print(f"notice: {path} has {len(dropped)} records after step {step}, where training "
               f"{'starts' if step == 0 else 'resumes'}; moved them to {backup}")
     atomic_write_text(path, "".join(keep), overwrite=True)
-
-
-def _free_name(path: str) -> str:
-    """`path`, or `path_1`, `path_2`, ... : the first that does not exist."""
-    k, candidate = 0, path
-    while os.path.exists(candidate):
-        k += 1
-        candidate = f"{path}_{k}"
-    return candidate
 
 
 def _log_step(state, window, step, k, last_log, eval_loss, eval_rng, eval_batches, shard, t, path):
