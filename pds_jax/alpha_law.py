@@ -101,25 +101,33 @@ def _gains(freq, space, alphas, mode):
     return np.stack(out)
 
 
-def _pricer(freq, space, sde: SDE, num_steps: int, snr: float, n_steps: int, eps: Optional[float],
-            centered: Optional[bool], mode: str):
-    """alphas -> surrogate KL per dimension, for the schedule of `num_steps` steps of `sde`."""
+def _surrogate_problem(freq, space, sde: SDE, num_steps: int, eps: Optional[float], centered: Optional[bool],
+                       quantise: bool):
+    """(R symmetrised, λ, μ, the schedule run, eps) of the Gaussian surrogate for N = `num_steps`
+    PC steps of `sde`: the data the rules price and `surrogate_variance_ratio` reports on."""
     if freq is None and space is None:
         raise ValueError("the α rules need freq and/or space statistics (R and A of the model's data)")
     num_steps = int(num_steps)
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    run_sde = sde.with_steps(num_steps)
     if eps is None:
         eps = sde.default_eps * sde.N / num_steps
     if freq is not None:
-        freq = _quantise(0.5 * (np.asarray(freq, np.float64) + flip_frequencies(np.asarray(freq, np.float64))))
+        freq = 0.5 * (np.asarray(freq, np.float64) + flip_frequencies(np.asarray(freq, np.float64)))
+        freq = _quantise(freq) if quantise else freq
     lam, mu = surrogate(freq, space)
-    lam = _quantise(lam)
+    lam = _quantise(lam) if quantise else lam
     if centered if centered is not None else not isinstance(sde, VESDE):
         lam, mu = 4.0 * lam, 2.0 * mu - 1.0
+    return freq, lam, mu, sde.with_steps(num_steps), eps
+
+
+def _pricer(freq, space, sde: SDE, num_steps: int, snr: float, n_steps: int, eps: Optional[float],
+            centered: Optional[bool], mode: str):
+    """alphas -> surrogate KL per dimension, for the schedule of `num_steps` steps of `sde`."""
+    freq, lam, mu, run_sde, eps = _surrogate_problem(freq, space, sde, num_steps, eps, centered, quantise=True)
     return lambda alphas: analysis.pc_kl_batch(  # noqa: E731
-        lam, mu, run_sde, num_steps, eps, snr, _gains(freq, space, alphas, mode), n_steps)
+        lam, mu, run_sde, int(num_steps), eps, snr, _gains(freq, space, alphas, mode), n_steps)
 
 
 def stability_floor(freq, space, sde: SDE, num_steps: int, snr: float = 0.16, n_steps: int = 1,
@@ -207,12 +215,7 @@ def surrogate_variance_ratio(freq, space, sde: SDE, num_steps: int, alphas, snr:
     power (residual noise), below 1 missing power (over-smoothing). The radial average of
     10 log10 of it is what `benchmarks/quality_intervals.py` compares with the samples'.
     """
-    run_sde = sde.with_steps(int(num_steps))
-    eps = sde.default_eps * sde.N / int(num_steps) if eps is None else eps
-    R = None if freq is None else 0.5 * (np.asarray(freq, np.float64) + flip_frequencies(np.asarray(freq, np.float64)))
-    lam, mu = surrogate(R, space)
-    if centered if centered is not None else not isinstance(sde, VESDE):
-        lam, mu = 4.0 * lam, 2.0 * mu - 1.0
+    R, lam, mu, run_sde, eps = _surrogate_problem(freq, space, sde, num_steps, eps, centered, quantise=False)
     moments = analysis.pc_moments_batch(lam, mu, run_sde, int(num_steps), eps, snr, _gains(R, space, alphas, mode),
                                         n_steps)
     return moments.var / lam
