@@ -161,13 +161,11 @@ def score_group(folders: List[str], refs: References, kyy: float, num_draws: int
     return rows
 
 
-def surrogate_db(config, steps: int, alpha: Optional[float]) -> List[float]:
+def surrogate_db(config, statistics: dict, steps: int, alpha: Optional[float]) -> List[float]:
     """10 log10 of the radially averaged output/data variance ratio that the exact Gaussian
     analysis predicts for this setting (`pds_jax.alpha_law.surrogate_variance_ratio`, built
     from the model's own filter statistics), per radius r = 1..H/2, like the samples' error."""
-    stats, _ = pds.config_filter_statistics(config)
-    sde = get_sde(config)
-    ratio = alpha_law.surrogate_variance_ratio(stats.get("freq"), stats.get("space"), sde, steps,
+    ratio = alpha_law.surrogate_variance_ratio(statistics.get("freq"), statistics.get("space"), get_sde(config), steps,
                                                [alpha_law.VANILLA_ALPHA if alpha is None else alpha],
                                                snr=float(config.sampling.snr))[0].mean(-1)
     h, w = ratio.shape
@@ -204,11 +202,12 @@ def report(args, log=print) -> dict:
                             args.bootstrap, log)
     if not rows:
         raise SystemExit(f"--samples {args.samples}: no sampled setting; run the sampling first")
+    statistics, _ = pds.config_filter_statistics(config)  # read once for every row
     for r in rows:  # what the exact Gaussian analysis predicts for the same spectrum error
-        db = surrogate_db(config, r["steps"], r["alpha"])
+        db = surrogate_db(config, statistics, r["steps"], r["alpha"])
         r["surrogate_spectrum_db_per_radius"] = db
         r["surrogate_spectrum_db"] = float(np.sqrt(np.mean(np.square(db))))
-    first = load_setting(folders[0])
+    first = io_utils.load_json(os.path.join(folders[0], "setting.json"), "setting record")  # no samples needed
     out = {"format": FORMAT, "command": args.command, "samples": os.path.relpath(args.samples, os.getcwd()),
            "model": {k: first[k] for k in ("config_file", "config_hash", "checkpoint", "num_scales", "snr",
                                          "batch_size", "seed")},
