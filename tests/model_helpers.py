@@ -94,3 +94,12 @@ class InterruptedSampler:
         if self.calls == self.interrupt_at:
             raise KeyboardInterrupt(f"simulated Ctrl-C during batch {self.calls - 1}")
         return self.sampler.call_with_progress(rng, score_fn, progress, chunk_steps)
+
+
+def interrupting_builder(real_build, interrupt_at: int = 2):
+    """A stand-in for a mode's `build_sampler` whose sampler is an `InterruptedSampler`."""
+    def build(*args, **kwargs):
+        sampler, setup = real_build(*args, **kwargs)
+        return InterruptedSampler(sampler, interrupt_at), setup
+
+    return build

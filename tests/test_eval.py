@@ -15,7 +15,7 @@ from pds_jax import checkpoints, metrics
 from pds_jax.feature_nets import CLASSIFIER_TRAIN_STATS, get_feature_fn
 from pds_jax.modes import eval as eval_mode
 from pds_jax.modes import sample as sample_mode
-from tests.model_helpers import InterruptedSampler, load_config, random_params
+from tests.model_helpers import interrupting_builder, load_config, random_params
 
 EVAL_KEYS = {"fid", "kid", "kid_note", "fid_note", "num_samples", "batch_size", "num_steps",
              "nfe_per_sample", "nfe_per_batch", "sampler", "feature_net", "reference", "wall_time",
@@ -108,11 +108,7 @@ def test_interrupted_eval_resumes_with_the_same_samples(first_run, ckpt_dir, tmp
     config = tiny_eval_config(ckpt_dir)
     real_build = sample_mode.build_sampler
 
-    def failing_second_batch(*args, **kwargs):
-        sampler, precond = real_build(*args, **kwargs)
-        return InterruptedSampler(sampler), precond
-
-    monkeypatch.setattr(eval_mode, "build_sampler", failing_second_batch)
+    monkeypatch.setattr(eval_mode, "build_sampler", interrupting_builder(real_build))
     with pytest.raises(KeyboardInterrupt):
         eval_mode.run(config, str(tmp_path))
     out = tmp_path / "eval"

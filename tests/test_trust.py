@@ -23,7 +23,7 @@ from pds_jax.samplers.deis import get_deis_sampler
 from pds_jax.samplers.ode import get_ode_sampler
 from pds_jax.samplers.pc import get_pc_sampler
 from pds_jax.sde import VESDE
-from tests.model_helpers import InterruptedSampler, load_config
+from tests.model_helpers import interrupting_builder, load_config
 
 import jax
 
@@ -322,11 +322,7 @@ def test_sample_run_after_the_checkpoint_changed_starts_a_new_folder(tmp_path, m
     first_ckpt = _save_random_checkpoint(ckpt_dir, config, 1, seed=1)
     real_build = sample_mode.build_sampler
 
-    def failing_second_batch(*args, **kwargs):
-        sampler, setup = real_build(*args, **kwargs)
-        return InterruptedSampler(sampler), setup
-
-    monkeypatch.setattr(sample_mode, "build_sampler", failing_second_batch)
+    monkeypatch.setattr(sample_mode, "build_sampler", interrupting_builder(real_build))
     with pytest.raises(KeyboardInterrupt):
         sample_mode.run(config, str(work))
     assert f"checkpoint: {first_ckpt}" in capsys.readouterr().out  # 5. the checkpoint used is named
