@@ -149,6 +149,7 @@ def _losses(workdir):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow  # ≈ 2.5 min on 2 cores: three multi-process training runs
 def test_train_two_processes_equal_one_and_resume(tmp_path_factory, setup):
     """Data-parallel training on 2 × 4 devices: the same global batches (a function of seed and
     step), so the same losses and weights as 1 × 8 to float tolerance (the all-reduce sums in
