@@ -172,7 +172,7 @@ def errorbar_panel(series: ErrorSeries, title: str, xlabel: str, ylabel: str, si
         draw.text((left - 5, py), f"{y:g}", fill="black", font=small, anchor="rm")
     for x in sorted(set(xs)):
         px, _ = to_px(x, y0)
-        draw.text((px, bottom + 5), f"{x:g}", fill="black", font=small, anchor="mt")
+        draw.text((px, bottom + 5), f"{x:g}" if x == round(x) else f"{x:.3g}", fill="black", font=small, anchor="mt")
     draw.rectangle([left, top, right, bottom], outline="black")
     draw.text(((left + right) / 2, height - 16), xlabel, fill="black", font=font, anchor="mm")
     label_img = Image.new("RGB", (bottom - top, 18), "white")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
+
 import pil_plot
 
 TITLES = {"fid": "domain FID (vs 60k train)", "kid": "KID (vs 10k test)",
@@ -34,6 +36,7 @@ def plot(report: dict) -> bytes:
     series["test images"] = [(i + 1, db, db, db) for i, db in enumerate(floor["spectrum_db_per_radius"])]
     panels.append(pil_plot.errorbar_panel(series, f"10 log10(P / P_train) per radius, N = {pick}",
                                           "radius (cycles per image)", "dB", xlog=False))
+    panels.append(alpha_panel(rows))
     model = report["model"]
     title = (f"embedded Fashion-MNIST VE model, PC snr {model['snr']}, num_scales {model['num_scales']}; "
              f"bootstrap 95% intervals ({report['bootstrap']['draws']} draws); sampled on "
@@ -41,6 +44,17 @@ def plot(report: dict) -> bytes:
     buf = io.BytesIO()
     pil_plot.grid_of_panels(panels, 4, title).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def alpha_panel(rows) -> "pil_plot.Image.Image":
+    """FID against α at each N (the PDS settings, auto at its α): where the measured optimum lies."""
+    series = {}
+    for n in sorted({r["steps"] for r in rows}):
+        points = sorted((r["alpha"], r["metrics"]["fid"]["value"], r["metrics"]["fid"]["lo"], r["metrics"]["fid"]["hi"])
+                        for r in rows if r["steps"] == n and r["alpha"] is not None)
+        if len(points) > 1:
+            series[f"N = {n}"] = points
+    return pil_plot.errorbar_panel(series, "domain FID vs PDS alpha", "alpha", "fid")
 
 
 def _cell(m: dict, digits: int) -> str:
@@ -64,4 +78,26 @@ def table(report: dict) -> str:
         for other, d in r.get("minus", {}).items():
             lines.append(f"| {r['steps']} | {_label(r['setting'])} − {_label(other)} | {d['num_samples']} | "
                          f"{_cell(d['fid'], 1)} | {_cell(d['kid'], 2)} | {_cell(d['spectrum_db'], 2)} |")
+    lines += ["", "| N | auto's regret vs the best of | n | best (FID) | ΔFID | Δspectrum (dB) | auto best in |",
+              "|---|---|---|---|---|---|---|"]
+    for r in sorted(report["results"], key=lambda r: r["steps"]):
+        g = r.get("regret")
+        if g:
+            compared = ", ".join(_label(s) for s in g["compared"])
+            lines.append(f"| {r['steps']} | {compared} | {g['num_samples']} | {_label(g['best']['fid'])} | "
+                         f"{_cell(g['fid'], 1)} | {_cell(g['spectrum_db'], 2)} | "
+                         f"{100 * g['auto_best_share']['fid']:.0f}% of resamples |")
+    lines += ["", f"| N | setting | FID of each block of {_block_size(report)} samples | mean ± sd |", "|---|---|---|---|"]
+    for r in sorted(report["results"], key=lambda r: (r["steps"], r["setting"])):
+        if "blocks" in r and len(r["blocks"]["fid"]) > 1:
+            f = r["blocks"]["fid"]
+            lines.append(f"| {r['steps']} | {_label(r['setting'])} | {', '.join(f'{v:.1f}' for v in f)} | "
+                         f"{np.mean(f):.1f} ± {np.std(f, ddof=1):.1f} |")
+    f = report["floor"].get("blocks", {}).get("fid", [])
+    if len(f) > 1:
+        lines.append(f"| | test images (floor) | {', '.join(f'{v:.1f}' for v in f)} | {np.mean(f):.1f} ± {np.std(f, ddof=1):.1f} |")
     return "\n".join(lines)
+
+
+def _block_size(report: dict) -> int:
+    return next((r["blocks"]["size"] for r in report["results"] if "blocks" in r), report["model"]["batch_size"])

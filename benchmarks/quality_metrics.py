@@ -135,6 +135,15 @@ def score_group(folders: List[str], refs: References, kyy: float, num_draws: int
     draws_cache: Dict[int, np.ndarray] = {}
     draws_for = lambda n: draws_cache.setdefault(  # noqa: E731
         n, np.random.default_rng(n).integers(0, n, size=(num_draws, n)))
+    boot_cache: Dict[tuple, tuple] = {}
+
+    def boot(row: dict, n: int):  # (point, resampled metrics) of the first n samples of a row
+        key = (row["name"], n)
+        if key not in boot_cache:
+            scored = row["scored"]
+            boot_cache[key] = (scored.values(np.arange(n)), bootstrap(scored, draws_for(n)))
+        return boot_cache[key]
+
     rows = []
     for s in settings:
         images, n = s["samples"], len(s["samples"])
@@ -142,23 +151,48 @@ def score_group(folders: List[str], refs: References, kyy: float, num_draws: int
         rows.append({"name": setting_name(s["steps"], s["setting"]), "steps": s["steps"], "setting": s["setting"],
                      "alpha": s["alpha"], "eps": s["eps"], "nfe": s["nfe"], "num_samples": n,
                      "nonfinite": s["nonfinite"], "sample_seconds": float(np.sum(s["seconds"])),
-                     "metrics": interval(scored.values(np.arange(n)), bootstrap(scored, draws_for(n))),
-                     "spectrum_db_per_radius": _db(scored, n).tolist(), "scored": scored})
+                     "scored": scored, "blocks": blocks(scored, s["batch_size"])})
+        rows[-1]["metrics"] = interval(*boot(rows[-1], n))
+        rows[-1]["spectrum_db_per_radius"] = _db(scored, n).tolist()
         m = rows[-1]["metrics"]
         log(f"{rows[-1]['name']:16s} n={n} FID {m['fid']['value']:.2f} [{m['fid']['lo']:.2f}, {m['fid']['hi']:.2f}]"
             f"  KID {m['kid']['value']:.4f}  spectrum {m['spectrum_db']['value']:.2f} dB")
     by_setting = {r["setting"]: r for r in rows}
-    for a, b in (("auto", "5"), ("5", "vanilla"), ("auto", "vanilla")):
+    pairs = [("5", "vanilla")] + [("auto", s) for s in by_setting if s != "auto"]
+    for a, b in pairs:
         if a in by_setting and b in by_setting:
             ra, rb = by_setting[a], by_setting[b]
             n = min(ra["num_samples"], rb["num_samples"])
-            draws = draws_for(n)
-            point = ra["scored"].values(np.arange(n)) - rb["scored"].values(np.arange(n))
-            diff = bootstrap(ra["scored"], draws) - bootstrap(rb["scored"], draws)
-            ra.setdefault("minus", {})[b] = dict(interval(point, diff), num_samples=n)
+            (pa, da), (pb, db) = boot(ra, n), boot(rb, n)
+            ra.setdefault("minus", {})[b] = dict(interval(pa - pb, da - db), num_samples=n)
+    pds_rows = [r for r in rows if r["setting"] != "vanilla"]
+    if "auto" in by_setting and len(pds_rows) > 1:
+        by_setting["auto"]["regret"] = regret(pds_rows, boot)
     for r in rows:
         del r["scored"]
     return rows
+
+
+def blocks(scored: Scored, size: int) -> dict:
+    """The metrics of each disjoint block of `size` consecutive samples (one sampling batch):
+    what a study with `size` samples would have reported for each of the noise draws."""
+    values = np.stack([scored.values(np.arange(i, i + size)) for i in range(0, len(scored.feats) - size + 1, size)])
+    return {"size": size, **{m: values[:, i].tolist() for i, m in enumerate(METRICS)}}
+
+
+def regret(pds_rows: List[dict], boot) -> dict:
+    """auto's regret: its metric minus the best (smallest) of the PDS settings measured at this N
+    (auto among them, so ≥ 0), on their common first n samples. The best setting is chosen
+    again in every resample, so the interval includes the uncertainty of which α is best;
+    `best` names the point estimate's argmin, `auto_best_share` how often auto is it."""
+    n = min(r["num_samples"] for r in pds_rows)
+    points, draws = (np.stack(x) for x in zip(*(boot(r, n) for r in pds_rows)))  # (S, 3), (S, B, 3)
+    auto = [r["setting"] for r in pds_rows].index("auto")
+    share = np.mean(draws.argmin(0) == auto, axis=0)
+    return {"num_samples": n, "compared": [r["setting"] for r in pds_rows],
+            "best": {m: pds_rows[i]["setting"] for m, i in zip(METRICS, points.argmin(0))},
+            "auto_best_share": dict(zip(METRICS, share.tolist())),
+            **interval(points[auto] - points.min(0), draws[auto] - draws.min(0))}
 
 
 def surrogate_db(config, statistics: dict, steps: int, alpha: Optional[float]) -> List[float]:
@@ -178,7 +212,7 @@ def _db(scored: Scored, n: int) -> np.ndarray:
     return 10.0 * np.log10(scored.spectra[:n].mean(0) / scored.refs.spectrum)
 
 
-def floor(refs: References, n: int, num_draws: int) -> dict:
+def floor(refs: References, n: int, num_draws: int, block: int) -> dict:
     """The metrics of n real test images (KID against the other test features): the finite-n floor."""
     images = refs.test_images[:n]
     rest = refs.test[n:]
@@ -186,7 +220,7 @@ def floor(refs: References, n: int, num_draws: int) -> dict:
     draws = np.random.default_rng(1).integers(0, n, size=(num_draws, n))
     return {"num_samples": n, "note": f"the first {n} test images; KID against the other {len(rest)}",
             "metrics": interval(scored.values(np.arange(n)), bootstrap(scored, draws)),
-            "spectrum_db_per_radius": _db(scored, n).tolist()}
+            "spectrum_db_per_radius": _db(scored, n).tolist(), "blocks": blocks(scored, block)}
 
 
 def report(args, log=print) -> dict:
@@ -212,7 +246,7 @@ def report(args, log=print) -> dict:
            "model": {k: first[k] for k in ("config_file", "config_hash", "checkpoint", "num_scales", "snr",
                                          "batch_size", "seed")},
            "sampled_on": first["device"], "bootstrap": {"draws": args.bootstrap, "interval": "value ± 1.96 bootstrap standard errors (raw quantiles q025/q975 beside)"},
-           "floor": floor(refs, max(r["num_samples"] for r in rows), args.bootstrap),
+           "floor": floor(refs, max(r["num_samples"] for r in rows), args.bootstrap, first["batch_size"]),
            "results": rows}
     io_utils.atomic_write_json(args.out, out, overwrite=args.overwrite)
     from quality_intervals_plot import plot, table

@@ -93,3 +93,39 @@ def test_settings_flag_names_the_fix():
     with pytest.raises(SystemExit):
         qi.parse_args(["--settings", "0.5"])
     assert qi.setting_name(25, "5") == "N0025_alpha5" and qi.setting_name(100, "auto") == "N0100_auto"
+
+
+def _rows(rng, shifts, refs, ref, n=60):
+    rows = []
+    for name, shift in shifts.items():
+        feats = rng.normal(size=(n, 6)) * np.linspace(0.5, 2.0, 6) + shift
+        rows.append({"setting": name, "num_samples": n,
+                     "scored": qm.Scored(feats, np.ones((n, 16)), refs, ref, qm.References.kyy_offdiagonal_mean(ref))})
+    return rows
+
+
+def test_regret_is_auto_minus_the_best_setting_reselected_in_every_resample():
+    rng = np.random.default_rng(2)
+    ref, refs = _refs(rng)
+    rows = _rows(rng, {"3": 0.05, "auto": 0.4, "9": 1.0}, refs, ref)
+    draws = rng.integers(0, 60, size=(200, 60))
+    boot = lambda r, n: (r["scored"].values(np.arange(n)), qm.bootstrap(r["scored"], draws[:, :n]))  # noqa: E731
+    out = qm.regret(rows, boot)
+    fids = [r["scored"].values(np.arange(60))[0] for r in rows]
+    assert out["best"]["fid"] == "3" and out["fid"]["value"] == pytest.approx(fids[1] - min(fids), rel=1e-12)
+    per_draw = np.array([[r["scored"].values(d)[0] for r in rows] for d in draws])
+    regret_draws = per_draw[:, 1] - per_draw.min(1)
+    assert out["fid"]["se"] == pytest.approx(regret_draws.std(ddof=1), rel=1e-9)
+    assert out["auto_best_share"]["fid"] == pytest.approx(np.mean(per_draw.argmin(1) == 1))
+    best_auto = qm.regret(_rows(rng, {"3": 1.0, "auto": 0.0}, refs, ref), boot)
+    assert best_auto["best"]["fid"] == "auto" and best_auto["fid"]["value"] == 0.0
+
+
+def test_blocks_are_the_metrics_of_consecutive_sampling_batches():
+    rng = np.random.default_rng(3)
+    ref, refs = _refs(rng)
+    scored = _rows(rng, {"5": 0.2}, refs, ref, n=50)[0]["scored"]
+    out = qm.blocks(scored, 20)  # two whole blocks; the last 10 samples make no block
+    assert out["size"] == 20 and len(out["fid"]) == 2
+    assert out["fid"][1] == pytest.approx(scored.values(np.arange(20, 40))[0], rel=1e-12)
+    assert qm.blocks(scored, 50)["kid"] == [pytest.approx(scored.values(np.arange(50))[1])]
