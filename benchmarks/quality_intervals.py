@@ -141,6 +141,51 @@ def load_setting(folder: str) -> Dict:
     return info
 
 
+MIN_SWEEP = 3  # α values at one N: fewer cannot place an optimum between them
+
+
+def fit_rule(args, log=print):
+    """The α(N) table rule of `alpha='auto'` from a `--report` JSON: at each N with ≥ MIN_SWEEP
+    PDS α values (auto among them, at its α) the FID optimum (`alpha_fit.best_alpha`), written
+    next to the report as `<report>_alpha_rule.json` and, with --install, installed as the rule
+    `auto` reads (`pds_jax.alpha_rule.RULE_PATH`)."""
+    import alpha_fit
+    from quality_metrics import FORMAT
+    from pds_jax import alpha_rule
+    report = io_utils.load_json(args.fit_rule, "quality_intervals report")
+    if report.get("format") != FORMAT:
+        raise SystemExit(f"--fit-rule {args.fit_rule}: not a quality_intervals --report JSON")
+    sweeps: Dict[int, tuple] = {}
+    for r in report["results"]:
+        if r["alpha"] is not None:
+            alphas, fids = sweeps.setdefault(int(r["steps"]), ([], []))
+            alphas.append(float(r["alpha"]))
+            fids.append(float(r["metrics"]["fid"]["value"]))
+    sweeps = {n: s for n, s in sorted(sweeps.items()) if len(s[0]) >= MIN_SWEEP}
+    if not sweeps:
+        raise SystemExit(f"--fit-rule {args.fit_rule}: no N with >= {MIN_SWEEP} PDS α values; sample a sweep "
+                         "first, e.g. --steps 50 --settings 3.5 5 auto 9")
+    counts = [r["num_samples"] for r in report["results"] if r["steps"] in sweeps and r["alpha"] is not None]
+    model, device = report["model"], report["sampled_on"]
+    provenance = {"results": os.path.relpath(args.fit_rule, REPO), "study_command": report["command"],
+                  "device": f"{device.get('device_kind')} ({device.get('platform')})", "jax": device.get("jax"),
+                  "num_samples": min(counts), "num_scales": model["num_scales"],
+                  "checkpoint": os.path.relpath(model["checkpoint"], os.path.join(REPO, "pds_jax", "assets")),
+                  "metric": "domain FID (fashion_mnist features) vs train stats, quality_intervals.py",
+                  "fit_date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
+    rule = alpha_fit.fit_rule(sweeps, form="table", provenance=provenance)
+    path = os.path.splitext(args.fit_rule)[0] + "_alpha_rule.json"
+    alpha_fit.save_rule(rule, path, overwrite=args.overwrite)
+    for n, o in rule.quality["optima"].items():
+        log(f"N={n}: best α {o['alpha']:.3g} (grid {o['alpha_grid']:g}{', ' + o['edge'] + ' edge' if o['edge'] else ''})"
+            f", FID {o['fid']:.2f}; α = 5 regret {rule.quality['fid_regret']['alpha_5'][n]:+.2f}")
+    log(f"wrote {path}: {rule.formula()}")
+    if args.install:
+        alpha_fit.save_rule(rule, alpha_rule.RULE_PATH, overwrite=True)
+        log(f"installed {alpha_rule.RULE_PATH}")
+    return rule
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -153,10 +198,14 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time-budget", type=float, help="seconds of sampling; rerun to continue")
     parser.add_argument("--report", action="store_true", help="compute the metrics of the stored samples")
+    parser.add_argument("--fit-rule", metavar="REPORT", help="fit the α(N) rule to the sweeps of a --report JSON")
+    parser.add_argument("--install", action="store_true", help="with --fit-rule: install it as the rule 'auto' reads")
     parser.add_argument("--out", default=DEFAULT_OUT, help="results JSON of --report (a PNG goes next to it)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
+    if args.install and not args.fit_rule:
+        parser.error("--install needs --fit-rule REPORT")
     args.command = "python benchmarks/quality_intervals.py " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     # Study's fields that this study does not vary
@@ -174,8 +223,10 @@ def sample(args, log=print) -> List[str]:
     return unfinished
 
 
-def main(argv=None) -> Optional[dict]:
+def main(argv=None) -> Optional[object]:
     args = parse_args(argv)
+    if args.fit_rule:
+        return fit_rule(args)
     if args.report:
         import quality_metrics
         return quality_metrics.report(args)

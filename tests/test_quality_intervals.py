@@ -129,3 +129,37 @@ def test_blocks_are_the_metrics_of_consecutive_sampling_batches():
     assert out["size"] == 20 and len(out["fid"]) == 2
     assert out["fid"][1] == pytest.approx(scored.values(np.arange(20, 40))[0], rel=1e-12)
     assert qm.blocks(scored, 50)["kid"] == [pytest.approx(scored.values(np.arange(50))[1])]
+
+
+def _report(tmp_path, sweeps):
+    rows = [{"steps": n, "setting": str(a), "alpha": a, "num_samples": 1000, "metrics": {"fid": {"value": f}}}
+            for n, points in sweeps.items() for a, f in points]
+    rows.append({"steps": 50, "setting": "vanilla", "alpha": None, "num_samples": 1000,
+                 "metrics": {"fid": {"value": 300.0}}})
+    report = {"format": qm.FORMAT, "command": "python benchmarks/quality_intervals.py --report", "results": rows,
+              "model": {"num_scales": 500, "checkpoint": os.path.join(ROOT, "pds_jax", "assets", "ck")},
+              "sampled_on": {"device_kind": "cpu", "platform": "cpu", "jax": "x"}}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    return str(path)
+
+
+def test_fit_rule_places_knots_at_the_fid_optima_of_the_sweeps(tmp_path, monkeypatch):
+    from pds_jax import alpha_rule
+    u = lambda a: np.log(a - 1)  # noqa: E731  a parabola in log(α − 1) with its vertex at α = 7 (N=50), 4 (N=25)
+    sweeps = {50: [(a, 20 + (u(a) - u(7.0)) ** 2) for a in (3.5, 5.0, 9.0, 13.0)],
+              25: [(a, 60 + (u(a) - u(4.0)) ** 2) for a in (3.0, 5.0, 7.0)],
+              100: [(5.0, 30.0), (18.8, 29.0)]}  # two α values place no optimum: left out
+    installed = tmp_path / "installed.json"
+    monkeypatch.setattr(alpha_rule, "RULE_PATH", str(installed))
+    args = qi.parse_args(["--fit-rule", _report(tmp_path, sweeps), "--install"])
+    rule = qi.fit_rule(args, log=lambda *_: None)
+    assert rule.form == "table" and rule.knots_steps == (25.0, 50.0)
+    assert rule.knots_alpha == pytest.approx((4.0, 7.0), rel=1e-9)  # the parabola through 3 points is exact
+    assert rule.provenance["num_samples"] == 1000 and rule.provenance["checkpoint"] == "ck"
+    assert alpha_rule.load_rule(str(installed))(50) == pytest.approx(7.0)
+    assert os.path.exists(tmp_path / "report_alpha_rule.json")
+    with pytest.raises(SystemExit, match="no N with >= 3"):
+        qi.fit_rule(qi.parse_args(["--fit-rule", _report(tmp_path, {100: sweeps[100]}), "--overwrite"]))
+    with pytest.raises(SystemExit):
+        qi.parse_args(["--install"])
