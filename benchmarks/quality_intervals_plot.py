@@ -65,7 +65,7 @@ def table(report: dict) -> str:
     """Markdown tables: every setting's metrics (value ± 95% half-width), then the paired differences."""
     lines = ["| N | setting | α | n | FID | KID | spectrum error (dB) | Gaussian prediction (dB) |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(report["results"], key=lambda r: (r["steps"], r["setting"])):
+    for r in sorted(report["results"], key=_order):
         m = r["metrics"]
         alpha = "" if r["alpha"] is None else f"{r['alpha']:.3g}"
         lines.append(f"| {r['steps']} | {_label(r['setting'])} | {alpha} | {r['num_samples']} | {_cell(m['fid'], 1)} "
@@ -74,7 +74,7 @@ def table(report: dict) -> str:
     lines.append(f"| | {report['floor']['num_samples']} test images (floor) | | | {_cell(f['fid'], 1)} | "
                  f"{_cell(f['kid'], 2)} | {_cell(f['spectrum_db'], 2)} | |")
     lines += ["", "| N | difference (paired) | n | ΔFID | ΔKID | Δspectrum (dB) |", "|---|---|---|---|---|---|"]
-    for r in sorted(report["results"], key=lambda r: (r["steps"], r["setting"])):
+    for r in sorted(report["results"], key=_order):
         for other, d in r.get("minus", {}).items():
             lines.append(f"| {r['steps']} | {_label(r['setting'])} − {_label(other)} | {d['num_samples']} | "
                          f"{_cell(d['fid'], 1)} | {_cell(d['kid'], 2)} | {_cell(d['spectrum_db'], 2)} |")
@@ -88,7 +88,7 @@ def table(report: dict) -> str:
                          f"{_cell(g['fid'], 1)} | {_cell(g['spectrum_db'], 2)} | "
                          f"{100 * g['auto_best_share']['fid']:.0f}% of resamples |")
     lines += ["", f"| N | setting | FID of each block of {_block_size(report)} samples | mean ± sd |", "|---|---|---|---|"]
-    for r in sorted(report["results"], key=lambda r: (r["steps"], r["setting"])):
+    for r in sorted(report["results"], key=_order):
         if "blocks" in r and len(r["blocks"]["fid"]) > 1:
             f = r["blocks"]["fid"]
             lines.append(f"| {r['steps']} | {_label(r['setting'])} | {', '.join(f'{v:.1f}' for v in f)} | "
@@ -97,6 +97,11 @@ def table(report: dict) -> str:
     if len(f) > 1:
         lines.append(f"| | test images (floor) | {', '.join(f'{v:.1f}' for v in f)} | {np.mean(f):.1f} ± {np.std(f, ddof=1):.1f} |")
     return "\n".join(lines)
+
+
+def _order(row: dict):
+    """Rows of one N by α (vanilla last, as α = ∞)."""
+    return row["steps"], float("inf") if row["alpha"] is None else row["alpha"]
 
 
 def _block_size(report: dict) -> int:
