@@ -181,8 +181,10 @@ def fit_rule(args, log=print):
                   "checkpoint": os.path.relpath(model["checkpoint"], os.path.join(REPO, "pds_jax", "assets")),
                   "metric": "domain FID (fashion_mnist features) vs train stats, quality_intervals.py",
                   "fit_date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
-    rule = alpha_fit.fit_rule(sweeps, form="table", provenance=provenance)
     path = os.path.splitext(args.fit_rule)[0] + "_alpha_rule.json"
+    if os.path.exists(path) and not args.overwrite:
+        raise SystemExit(f"{path} exists; pass --overwrite to replace it")
+    rule = alpha_fit.fit_rule(sweeps, form="table", provenance=provenance)
     alpha_fit.save_rule(rule, path, overwrite=args.overwrite)
     for n, o in rule.quality["optima"].items():
         log(f"N={n}: best α {o['alpha']:.3g} (grid {o['alpha_grid']:g}{', ' + o['edge'] + ' edge' if o['edge'] else ''})"

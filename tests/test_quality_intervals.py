@@ -159,6 +159,8 @@ def test_fit_rule_places_knots_at_the_fid_optima_of_the_sweeps(tmp_path, monkeyp
     assert rule.provenance["num_samples"] == 1000 and rule.provenance["checkpoint"] == "ck"
     assert alpha_rule.load_rule(str(installed))(50) == pytest.approx(7.0)
     assert os.path.exists(tmp_path / "report_alpha_rule.json")
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        qi.fit_rule(args, log=lambda *_: None)
     with pytest.raises(SystemExit, match="no N with >= 3"):
         qi.fit_rule(qi.parse_args(["--fit-rule", _report(tmp_path, {100: sweeps[100]}), "--overwrite"]))
     with pytest.raises(SystemExit):
