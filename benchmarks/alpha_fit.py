@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -129,6 +129,14 @@ def fit_rule(sweeps: Mapping[int, Tuple[Sequence[float], Sequence[float]]], form
     }
     base = power if chosen == "power" else table
     return dataclasses.replace(base, quality=quality, provenance=dict(provenance or {}))
+
+
+def optima_lines(rule: AlphaRule) -> List[str]:
+    """One line per fitted step count: the optimum, whether it is censored, and the regrets."""
+    q = rule.quality
+    return [f"  N={n:>5s}: best alpha {o['alpha']:7.3f} (grid {o['alpha_grid']:g}{', ' + o['edge'] + ' edge' if o['edge'] else ''})"
+            f"  FID {o['fid']:.4f}  regret: rule {q['fid_regret'][rule.form][n]:+.4f}, alpha=5 "
+            f"{q['fid_regret']['alpha_5'][n]:+.4f}" for n, o in q["optima"].items()]
 
 
 def save_rule(rule: AlphaRule, path: Optional[str] = None, overwrite: bool = False) -> str:

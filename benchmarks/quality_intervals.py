@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import glob
 import os
 import re
@@ -180,15 +181,14 @@ def fit_rule(args, log=print):
                   "num_samples": min(counts), "num_scales": model["num_scales"],
                   "checkpoint": os.path.relpath(model["checkpoint"], os.path.join(REPO, "pds_jax", "assets")),
                   "metric": "domain FID (fashion_mnist features) vs train stats, quality_intervals.py",
-                  "fit_date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())}
+                  "fit_date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     path = os.path.splitext(args.fit_rule)[0] + "_alpha_rule.json"
     if os.path.exists(path) and not args.overwrite:
         raise SystemExit(f"{path} exists; pass --overwrite to replace it")
     rule = alpha_fit.fit_rule(sweeps, form="table", provenance=provenance)
     alpha_fit.save_rule(rule, path, overwrite=args.overwrite)
-    for n, o in rule.quality["optima"].items():
-        log(f"N={n}: best α {o['alpha']:.3g} (grid {o['alpha_grid']:g}{', ' + o['edge'] + ' edge' if o['edge'] else ''})"
-            f", FID {o['fid']:.2f}; α = 5 regret {rule.quality['fid_regret']['alpha_5'][n]:+.2f}")
+    for line in alpha_fit.optima_lines(rule):
+        log(line)
     log(f"wrote {path}: {rule.formula()}")
     if args.install:
         alpha_fit.save_rule(rule, alpha_rule.RULE_PATH, overwrite=True)

@@ -274,10 +274,8 @@ def write_fit(report: dict, results_path: str, paths: Dict[str, str], form: str,
         alpha_fit.save_rule(rule, paths["rule"], overwrite=overwrite)
         q = rule.quality
         log(f"alpha rule ({rule.form}): {rule.formula()}")
-        for n, o in q["optima"].items():
-            log(f"  N={n:>5s}: best alpha {o['alpha']:7.3f} (grid {o['alpha_grid']:g}{', ' + o['edge'] + ' edge' if o['edge'] else ''})"
-                f"  FID {o['fid']:.4f}  regret: rule {q['fid_regret'][rule.form][n]:+.4f}, alpha=5 "
-                f"{q['fid_regret']['alpha_5'][n]:+.4f}")
+        for line in alpha_fit.optima_lines(rule):
+            log(line)
         if "power" in q["fid_regret"]:
             log(f"  power-law fit: {q['power_fit']}")
     io_utils.atomic_write_bytes(paths["alpha_png"], plot_alpha(report, rule), overwrite=overwrite)
